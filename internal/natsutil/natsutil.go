@@ -1,0 +1,202 @@
+// Package natsutil starts the embedded JetStream server and opens NATS connections for both
+// binaries from the one configuration schema, so that they reach the same servers the same way.
+package natsutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sigedge/sigedge/internal/config"
+)
+
+// EmbeddedMaxPayload is the largest message the embedded server accepts. Event batches larger than
+// a server's max payload are split by the publisher, so this only bounds one message.
+const EmbeddedMaxPayload = 8 << 20
+
+// StartEmbedded starts a single JetStream server as configured by cfg (nats.embedded), with its files
+// under cfg.DataDir, and waits until it accepts connections. Stop it with Shutdown.
+func StartEmbedded(cfg config.NATS, logger *slog.Logger) (*server.Server, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("embedded nats: data dir: %w", err)
+	}
+	opts := &server.Options{
+		ServerName:             "sigedge-embedded",
+		Host:                   cfg.Host,
+		Port:                   cfg.Port,
+		JetStream:              true,
+		StoreDir:               cfg.DataDir,
+		MaxPayload:             EmbeddedMaxPayload,
+		NoSigs:                 true, // the binary owns signal handling
+		DisableJetStreamBanner: true,
+	}
+	if cfg.Port == 0 {
+		opts.Port = server.RANDOM_PORT
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if logger != nil {
+		srv.SetLoggerV2(&slogAdapter{l: logger.With("component", "nats-server")}, false, false, false)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded nats: not ready after 10s (is %s already in use?)", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
+	}
+	if !srv.JetStreamEnabled() {
+		srv.Shutdown()
+		return nil, errors.New("embedded nats: JetStream did not start (check nats.data_dir is writable)")
+	}
+	return srv, nil
+}
+
+// Shutdown stops an embedded server and waits until it has written its files.
+func Shutdown(srv *server.Server) {
+	if srv == nil {
+		return
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+}
+
+// ServerURLs returns the URLs a client should dial: the embedded server's address, or the cluster.
+func ServerURLs(cfg config.NATS) []string {
+	if cfg.Embedded {
+		host := cfg.Host
+		if host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		return []string{"nats://" + net.JoinHostPort(host, strconv.Itoa(cfg.Port))}
+	}
+	return cfg.URLs
+}
+
+// ConnectOptions are the parts of a connection that differ between callers.
+type ConnectOptions struct {
+	// Name identifies the client to the servers (shown in monitoring).
+	Name string
+	// URLs overrides ServerURLs(cfg), e.g. the address an embedded server on port 0 actually got.
+	URLs []string
+	// Logger receives disconnect, reconnect and error events.
+	Logger *slog.Logger
+	// OnStateChange, if set, is called after every disconnect and reconnect (e.g. to update metrics).
+	OnStateChange func(connected bool)
+}
+
+// Connect opens a connection to the configured servers. The first connection must succeed within
+// cfg.ConnectTimeout (a wrong URL fails start-up with a clear error); after that the connection
+// reconnects forever with cfg.ReconnectWait plus jitter between attempts.
+func Connect(ctx context.Context, cfg config.NATS, o ConnectOptions) (*nats.Conn, error) {
+	urls := o.URLs
+	if len(urls) == 0 {
+		urls = ServerURLs(cfg)
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.Timeout(cfg.ConnectTimeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(cfg.ReconnectWait),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			// Exponential up to 30 s, plus up to 50 % jitter so a region's clients do not reconnect in
+			// lock step after a node restarts.
+			d := cfg.ReconnectWait << min(attempts, 5)
+			d = min(d, 30*time.Second)
+			return d + time.Duration(rand.Int64N(int64(d)/2+1))
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			logger.Warn("nats disconnected", "err", err)
+			if o.OnStateChange != nil {
+				o.OnStateChange(false)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			logger.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+			if o.OnStateChange != nil {
+				o.OnStateChange(true)
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			logger.Error("nats async error", "subject", subject, "err", err)
+		}),
+	}
+	if cfg.CredentialsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredentialsFile))
+	}
+	if cfg.NKeyFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats: nkey_file: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if cfg.TLS.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLS.CAFile))
+	}
+	if cfg.TLS.CertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLS.CertFile, cfg.TLS.KeyFile))
+	}
+	type result struct {
+		nc  *nats.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		nc, err := nats.Connect(joinURLs(urls), opts...)
+		done <- result{nc, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("nats: cannot connect to %s: %w", joinURLs(urls), r.err)
+		}
+		logger.Info("nats connected", "server", r.nc.ConnectedUrlRedacted())
+		return r.nc, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.nc != nil {
+				r.nc.Close()
+			}
+		}()
+		return nil, fmt.Errorf("nats: connect to %s: %w", joinURLs(urls), ctx.Err())
+	}
+}
+
+func joinURLs(urls []string) string {
+	out := ""
+	for i, u := range urls {
+		if i > 0 {
+			out += ","
+		}
+		out += u
+	}
+	return out
+}
+
+// slogAdapter sends nats-server's log lines to slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a *slogAdapter) Noticef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
