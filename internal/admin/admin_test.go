@@ -1,0 +1,68 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestEndpoints(t *testing.T) {
+	reg := NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "sigedge_test_total", Help: "test"})
+	reg.MustRegister(c)
+	c.Add(3)
+	s := New(reg, slog.New(slog.DiscardHandler))
+	var natsErr error = errors.New("not connected to NATS")
+	s.AddCheck("nats", func() error { return natsErr })
+	s.AddCheck("rulesets", func() error { return nil })
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	readyBody := func(body string) readiness {
+		var r readiness
+		if err := json.Unmarshal([]byte(body), &r); err != nil {
+			t.Fatalf("readyz body %q: %v", body, err)
+		}
+		return r
+	}
+
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("healthz %d", code)
+	}
+	code, body := get("/readyz")
+	if r := readyBody(body); code != 503 || r.Ready || r.Reasons["nats"] != "not connected to NATS" || len(r.Reasons) != 1 {
+		t.Errorf("readyz while NATS down: %d %s", code, body)
+	}
+	natsErr = nil
+	if code, body := get("/readyz"); code != 200 || !readyBody(body).Ready {
+		t.Errorf("readyz when ready: %d %s", code, body)
+	}
+	s.SetDraining()
+	if code, body := get("/readyz"); code != 503 || readyBody(body).Reasons["shutdown"] == "" {
+		t.Errorf("readyz while draining: %d %s", code, body)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("healthz while draining %d (liveness must not fail during a drain)", code)
+	}
+	code, body = get("/metrics")
+	if code != 200 || !strings.Contains(body, "sigedge_test_total 3") || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("metrics: %d %.200s", code, body)
+	}
+}
