@@ -1,0 +1,334 @@
+package evalcore
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// CheckGate evaluates a feature gate (segments and holdouts too).
+func (e *Evaluator) CheckGate(u *User, name string) GateResult {
+	c := e.getCtx(u)
+	defer e.putCtx(c)
+	rec := c.evaluate(name, typeGate)
+	var r GateResult
+	c.fillEvaluation(&r.Evaluation, name, rec)
+	if r.Reason != ReasonError {
+		r.Value = c.st.boolValue
+	}
+	return r
+}
+
+// GateValue is CheckGate's value alone, without building a result: the
+// cheapest call (no allocations).
+func (e *Evaluator) GateValue(u *User, name string) bool {
+	c := e.getCtx(u)
+	defer e.putCtx(c)
+	c.evaluate(name, typeGate)
+	return c.st.err == nil && c.st.boolValue
+}
+
+// GetDynamicConfig evaluates a dynamic_configs entry read as a dynamic config.
+func (e *Evaluator) GetDynamicConfig(u *User, name string) ConfigResult {
+	return e.config(u, name, typeDynamicConfig)
+}
+
+// GetExperiment evaluates a dynamic_configs entry read as an experiment.
+func (e *Evaluator) GetExperiment(u *User, name string) ConfigResult {
+	return e.config(u, name, typeExperiment)
+}
+
+// GetConfig evaluates a dynamic_configs entry the way its entity suggests:
+// experiments as experiments, everything else as a dynamic config.
+func (e *Evaluator) GetConfig(u *User, name string) ConfigResult {
+	if s := e.rs.configs[name]; s != nil && s.entity == "experiment" {
+		return e.GetExperiment(u, name)
+	}
+	return e.GetDynamicConfig(u, name)
+}
+
+func (e *Evaluator) config(u *User, name string, t specType) ConfigResult {
+	c := e.getCtx(u)
+	defer e.putCtx(c)
+	rec := c.evaluate(name, t)
+	var r ConfigResult
+	c.fillEvaluation(&r.Evaluation, name, rec)
+	r.Experiment = t == typeExperiment
+	r.Value = emptyObject
+	if sp := e.rs.configs[name]; sp != nil {
+		r.Entity = sp.entity
+	}
+	if r.Reason == ReasonError {
+		return r
+	}
+	st := &c.st
+	r.Value = objectOrEmpty(st.json, st.hasJSON)
+	r.RulePassed = st.boolValue
+	r.IsExperimentActive = st.isExperimentActive
+	r.IsUserInExperiment = st.isExperimentGroup
+	r.IsInLayer = st.isInLayer
+	r.IsDeviceBased = r.IDType == "stableID" || r.IDType == "stableid"
+	if st.hasExplicit {
+		r.ExplicitParameters, r.HasExplicit = st.explicit, true
+	}
+	return r
+}
+
+// GetLayer evaluates a layer.
+func (e *Evaluator) GetLayer(u *User, name string) LayerResult {
+	c := e.getCtx(u)
+	defer e.putCtx(c)
+	rec := c.evaluate(name, typeLayer)
+	var r LayerResult
+	c.fillEvaluation(&r.Evaluation, name, rec)
+	r.Value = emptyObject
+	if r.Reason == ReasonError {
+		return r
+	}
+	st := &c.st
+	r.Value = objectOrEmpty(st.json, st.hasJSON)
+	if st.hasDelegate {
+		r.AllocatedExperiment = st.delegate
+	}
+	r.ExplicitParameters = st.explicit
+	r.IsExperimentActive = st.isExperimentActive
+	r.IsUserInExperiment = st.isExperimentGroup
+	r.IsDeviceBased = r.IDType == "stableID" || r.IDType == "stableid"
+	r.ParameterRuleIDs = st.paramRuleIDs
+	if rec && st.err == nil && !st.unsupported && len(st.exps) > 0 && !st.hasUndelegated {
+		// An unknown nested gate left SC's nesting count raised, so no
+		// undelegated exposures were recorded. The reference's initialize
+		// response evaluates layers after gates and configs with a shared
+		// memo that usually avoids this; take the undelegated exposures
+		// from a layer evaluation done that way.
+		c2 := e.getCtx(u)
+		defer e.putCtx(c2)
+		c2.premMemo()
+		c2.resetResult()
+		c2.evaluate(name, typeLayer)
+		if c2.st.hasUndelegated && len(c2.st.undelegated) > 0 {
+			r.UndelegatedSecondaryExposures = append([]SecondaryExposure(nil), c2.st.undelegated...)
+		}
+	}
+	return r
+}
+
+// premMemo fills the nested-gate memo the way a client initialize response
+// does before it reaches layers: every gate (not segments or holdouts), then
+// every dynamic config.
+func (c *evalCtx) premMemo() {
+	for _, name := range c.rs.gateNames {
+		if sp := c.rs.gates[name]; sp.entity != "segment" && sp.entity != "holdout" {
+			c.resetResult()
+			c.evaluate(name, typeGate)
+		}
+	}
+	for _, name := range c.rs.configNames {
+		t := typeExperiment
+		if c.rs.configs[name].entity == "dynamic_config" {
+			t = typeDynamicConfig
+		}
+		c.resetResult()
+		c.evaluate(name, t)
+	}
+}
+
+func (c *evalCtx) fillEvaluation(ev *Evaluation, name string, recognized bool) {
+	st := &c.st
+	ev.Name = name
+	switch {
+	case st.err != nil:
+		ev.Reason, ev.Err = ReasonError, st.err
+		return
+	case !recognized:
+		ev.Reason = ReasonUnrecognized
+		return
+	case st.unsupported:
+		ev.Reason = ReasonUnsupported
+	default:
+		ev.Reason = ReasonRecognized
+	}
+	if st.hasRule {
+		ev.RuleID = st.ruleID
+	}
+	ev.IDType = st.idType
+	if st.hasGroup {
+		ev.GroupName = st.groupName
+	}
+	if len(st.exps) > 0 {
+		ev.SecondaryExposures = append([]SecondaryExposure(nil), st.exps...)
+	}
+	if st.hasUndelegated && len(st.undelegated) > 0 {
+		ev.UndelegatedSecondaryExposures = append([]SecondaryExposure(nil), st.undelegated...)
+	}
+	ev.Version, ev.HasVersion = st.version, st.hasVersion
+	ev.SamplingRate, ev.HasSamplingRate = st.samplingRate, st.hasSampling
+	ev.ForwardAllExposures = st.forwardAll.val()
+	ev.HasSeenAnalyticalGates = st.analytical
+	if st.hasOverrideName {
+		ev.OverrideConfigName = st.overrideName
+	}
+}
+
+// objectOrEmpty returns raw when it is a JSON object, else {}.
+func objectOrEmpty(raw []byte, ok bool) json.RawMessage {
+	if ok && len(raw) > 0 && raw[0] == '{' {
+		return raw
+	}
+	return emptyObject
+}
+
+// newLayerEval is SC's "new layer evaluation" (layer flag useNewLayerEval):
+// several rules may contribute parameters, first writer wins.
+func (c *evalCtx) newLayerEval(sp *spec) {
+	st := &c.st
+	var (
+		values      = newOrderedObject()
+		ruleIDs     = map[string]string{}
+		passed      bool
+		ruleID      = "default"
+		delegate    string
+		hasDelegate bool
+		group       string
+		hasGroup    bool
+		isExpGroup  bool
+		explicit    []string
+		hasExplicit bool
+		hasPassed   bool
+		secondary   []SecondaryExposure
+		undelegated []SecondaryExposure
+	)
+	for _, r := range sp.rules {
+		start := len(st.exps)
+		c.evaluateRule(r)
+		if st.err != nil {
+			return
+		}
+		secondary = append(secondary, st.exps[start:]...)
+		undelegated = append(undelegated, st.exps[start:]...)
+		st.exps = st.exps[:start]
+		if st.unsupported {
+			return
+		}
+		if !st.boolValue {
+			continue
+		}
+		if !c.passPercentage(r, sp.salt) {
+			continue
+		}
+		if c.evaluateDelegate(r) {
+			if st.err != nil {
+				return
+			}
+			dexps := st.exps[start:]
+			if hasPassed || !st.hasJSON || len(st.json) == 0 || st.json[0] != '{' {
+				st.exps = st.exps[:start]
+				continue
+			}
+			obj := parseOrderedObject(st.json)
+			if values.sharesKey(obj) {
+				st.exps = st.exps[:start]
+				continue
+			}
+			values.merge(obj, r.id, ruleIDs)
+			secondary = append(secondary, dexps...)
+			st.exps = st.exps[:start]
+			passed = st.boolValue
+			delegate, hasDelegate = st.delegate, st.hasDelegate
+			group, hasGroup = st.groupName, st.hasGroup
+			ruleID = r.id
+			isExpGroup = r.isExperimentGroup.val()
+			explicit, hasExplicit = st.explicit, st.hasExplicit
+		} else {
+			if st.err != nil {
+				return
+			}
+			passed = true
+			if len(r.returnValue) > 0 && r.returnValue[0] == '{' {
+				values.merge(parseOrderedObject(r.returnValue), r.id, ruleIDs)
+			}
+		}
+		hasPassed = true
+	}
+	if len(sp.defaultValue) > 0 && sp.defaultValue[0] == '{' {
+		values.merge(parseOrderedObject(sp.defaultValue), "default", ruleIDs)
+	}
+	st.boolValue = passed
+	st.delegate, st.hasDelegate = delegate, hasDelegate
+	st.groupName, st.hasGroup = group, hasGroup
+	st.ruleID, st.hasRule = ruleID, true
+	st.json, st.hasJSON = values.bytes(), true
+	st.isExperimentGroup = isExpGroup
+	st.isExperimentActive = sp.isActive.val()
+	st.explicit, st.hasExplicit = explicit, hasExplicit
+	st.exps = append(st.exps[:0], secondary...)
+	st.undelegated = append(st.undelegated[:0], undelegated...)
+	st.hasUndelegated = true
+	st.paramRuleIDs = ruleIDs
+	c.finalize(sp, nil)
+}
+
+type orderedObject struct {
+	keys []string
+	vals map[string]json.RawMessage
+}
+
+func newOrderedObject() *orderedObject {
+	return &orderedObject{vals: map[string]json.RawMessage{}}
+}
+
+func parseOrderedObject(raw []byte) *orderedObject {
+	o := newOrderedObject()
+	d := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return o
+	}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return o
+		}
+		k, _ := t.(string)
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			return o
+		}
+		if _, dup := o.vals[k]; !dup {
+			o.keys = append(o.keys, k)
+		}
+		o.vals[k] = v
+	}
+	return o
+}
+
+func (o *orderedObject) sharesKey(other *orderedObject) bool {
+	for _, k := range other.keys {
+		if _, ok := o.vals[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *orderedObject) merge(other *orderedObject, ruleID string, ruleIDs map[string]string) {
+	for _, k := range other.keys {
+		if _, ok := o.vals[k]; ok {
+			continue
+		}
+		o.keys = append(o.keys, k)
+		o.vals[k] = other.vals[k]
+		ruleIDs[k] = ruleID
+	}
+}
+
+func (o *orderedObject) bytes() []byte {
+	b := []byte{'{'}
+	for i, k := range o.keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = append(b, o.vals[k]...)
+	}
+	return append(b, '}')
+}

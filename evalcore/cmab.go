@@ -1,0 +1,133 @@
+package evalcore
+
+import "encoding/json"
+
+// cmabConfig is a contextual-bandit config (cmab_configs entry).
+type cmabConfig struct {
+	name          string
+	salt          string
+	idType        string
+	idTypeLower   string
+	enabled       bool
+	defaultValue  []byte
+	groups        []cmabGroup
+	hasConfig     bool
+	sampleRate    float64
+	targetingGate string
+	hasTargeting  bool
+	targetAppIDs  []string
+	hasTargetApps bool
+	version       uint32
+	hasVersion    bool
+}
+
+type cmabGroup struct {
+	name, id string
+	value    []byte
+}
+
+func (c *compiler) compileCMABs(raw json.RawMessage) {
+	if raw == nil || isNull(raw) {
+		return
+	}
+	m, err := decodeObject(raw)
+	if err != nil {
+		c.problem("cmab_configs", "", "not an object")
+		return
+	}
+	c.rs.cmabs = map[string]*cmabConfig{}
+	for name, craw := range m {
+		f, err := decodeObject(craw)
+		if err != nil {
+			c.problem("cmab_configs", name, "not an object")
+			continue
+		}
+		cm := &cmabConfig{name: name}
+		cm.salt, _ = jsonString(f["salt"])
+		cm.idType, _ = jsonString(f["idType"])
+		cm.idTypeLower = lowerString(cm.idType)
+		cm.enabled, _ = jsonBool(f["enabled"])
+		cm.defaultValue = []byte("{}")
+		if dv, ok := f["defaultValue"]; ok {
+			cm.defaultValue = compactJSON(dv)
+		}
+		if sr, ok := jsonNumber(f["sampleRate"]); ok {
+			cm.sampleRate = sr
+		}
+		cm.hasConfig = f["config"] != nil && !isNull(f["config"])
+		cm.targetingGate, cm.hasTargeting, _ = optString(f, "targetingGateName")
+		cm.targetAppIDs, cm.hasTargetApps, _ = optStringList(f, "targetAppIDs")
+		if v, ok := f["version"]; ok {
+			if n, ok := jsonUint(v, 1<<32-1); ok {
+				cm.version, cm.hasVersion = uint32(n), true
+			}
+		}
+		var groups []struct {
+			Name            string          `json:"name"`
+			ID              string          `json:"id"`
+			ParameterValues json.RawMessage `json:"parameterValues"`
+		}
+		_ = json.Unmarshal(f["groups"], &groups)
+		for _, g := range groups {
+			v := []byte("{}")
+			if len(g.ParameterValues) > 0 {
+				v = compactJSON(g.ParameterValues)
+			}
+			cm.groups = append(cm.groups, cmabGroup{name: g.Name, id: g.ID, value: v})
+		}
+		c.rs.cmabs[name] = cm
+	}
+}
+
+// evaluateCMAB evaluates a contextual bandit as far as it is deterministic:
+// not started → "prestart"; targeting gate; without a trained config the
+// group is chosen by hash ("explore"). With a config SC picks by weights or at
+// random; evalcore then uses the same hash-based exploration.
+func (c *evalCtx) evaluateCMAB(name string, cm *cmabConfig) {
+	st := &c.st
+	st.idType, st.hasIDType = cm.idType, true
+	if !st.hasName {
+		st.name, st.hasName = name, true
+	}
+	if cm.hasVersion && !st.hasVersion {
+		st.version, st.hasVersion = cm.version, true
+	}
+	if !cm.enabled || len(cm.groups) == 0 {
+		st.ruleID, st.hasRule = "prestart", true
+		st.json, st.hasJSON = cm.defaultValue, true
+		st.boolValue = false
+		return
+	}
+	if cm.hasTargeting {
+		if !c.prepNested() {
+			return
+		}
+		c.evaluate(cm.targetingGate, typeGate)
+		if st.err != nil {
+			return
+		}
+		if len(cm.targetingGate) < 8 || cm.targetingGate[:8] != "segment:" {
+			st.exps = append(st.exps, SecondaryExposure{Gate: cm.targetingGate, GateValue: st.boolValue, RuleID: st.ruleID})
+		}
+		if !st.boolValue {
+			st.ruleID, st.hasRule = "inlineTargetingRules", true
+			st.json, st.hasJSON = cm.defaultValue, true
+			st.boolValue = false
+			return
+		}
+	}
+	unit := ""
+	if v := c.u.unitID(cm.idType, cm.idTypeLower); v != nil && v.hasStr {
+		unit = v.str
+	}
+	h := h64Parts(cm.salt, unit) % 10000
+	idx := int(float64(h) / (10000.0 / float64(len(cm.groups))))
+	if idx >= len(cm.groups) {
+		idx = len(cm.groups) - 1
+	}
+	g := cm.groups[idx]
+	st.ruleID, st.hasRule = g.id+":explore", true
+	st.groupName, st.hasGroup = g.name, true
+	st.json, st.hasJSON = g.value, true
+	st.boolValue = true
+}

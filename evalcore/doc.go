@@ -1,0 +1,63 @@
+// Package evalcore is sigedge's Statsig evaluation engine. It reproduces the
+// results of Statsig's server-core SDK ("SC", statsig-rust; reference
+// statsig-node-core 0.23.2) bit for bit: gates (segments, holdouts),
+// dynamic configs, experiments, layers, client initialize responses and
+// exposure events. It is pure: no I/O, no globals, no goroutines.
+//
+// # Rule sets
+//
+//	rs, err := evalcore.Compile(payload, evalcore.CompileOptions{})
+//
+// Compile reads both download_config_specs formats (dcs-v2 maps with a
+// condition_map, and v1 arrays with inline conditions) into one immutable,
+// indexed model that any number of goroutines may share. A malformed spec or
+// condition is dropped and listed in rs.Problems(); a payload that is not a
+// rule set is an error; {"has_updates":false} yields ErrNoUpdates (keep the
+// current model). ConvertToV1 / ConvertToV2 translate payloads between the
+// formats (ConvertToV1 writes hashed_sdk_key_used only when asked).
+//
+// # Evaluation
+//
+//	e := evalcore.NewEvaluator(rs, evalcore.EvaluatorOptions{
+//		Countries: countrylookup.New(), // github.com/statsig-io/ip3country-go, built once by the caller
+//		IDLists:   store,               // e.g. *evalcore.IDListStore
+//	})
+//	u, err := evalcore.ParseUser(userJSON)
+//	g := e.CheckGate(u, "my_gate")       // GateResult
+//	c := e.GetConfig(u, "my_config")     // experiments as experiments, others as dynamic configs
+//	x := e.GetExperiment(u, "my_exp")    // ConfigResult
+//	l := e.GetLayer(u, "my_layer")       // LayerResult
+//	b, err := e.ClientInitializeResponse(u, evalcore.InitOptions{Hash: evalcore.HashDJB2})
+//
+// GateValue is the allocation-free form of CheckGate. Results carry the
+// value (config values are raw JSON shared with the RuleSet: read-only), rule
+// id, group name, id type, secondary and undelegated secondary exposures,
+// explicit parameters, allocated experiment, experiment flags, version,
+// sampling information and the reason (Recognized, Unrecognized,
+// Unsupported, Error).
+//
+// # Exposures
+//
+// AppendGateExposure, AppendConfigExposure and AppendLayerExposure append one
+// event JSON object each (statsig::gate_exposure, statsig::config_exposure,
+// statsig::layer_exposure) in SC's shape: metadata with reason, lcut,
+// receivedAt and configVersion, the user without privateAttributes, and the
+// secondary exposures as SC logs them (repeats kept).
+//
+// # ID lists
+//
+// IDListStore holds ID lists as copy-on-write snapshots: evaluations read
+// without locks while SetList / ApplyChanges / DeleteList swap in new
+// versions. Any IDLists implementation can be passed instead.
+//
+// # Fidelity notes
+//
+// SC's behaviour is copied including its corner cases: one mutable result
+// shared by nested evaluations (stale rule ids and group names leak), the
+// nested-gate memo (per evaluation, per initialize response), unsupported
+// conditions keeping the partial AND, the 300-deep nesting limit (an Error
+// result), fancy-regex patterns (look-around, back-references) through a
+// backtracking fallback, and target-array numbers keyed the way the reference
+// runner's JavaScript prints them. Where SC would crash (a dotted-quad IP of
+// 2^32 or more) evalcore answers "no country".
+package evalcore

@@ -1,0 +1,511 @@
+package evalcore
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"time"
+)
+
+// maxNesting is SC's limit on nested evaluations (gates, delegates).
+const maxNesting = 300
+
+// ErrNestingLimit is the error of an evaluation that nests more than 300 deep
+// (e.g. a gate that references itself).
+var ErrNestingLimit = errors.New("evalcore: StackOverflowError: maximum nesting depth (300) exceeded")
+
+// CountryLookup maps an IPv4 address number to an ISO country code.
+// *countrylookup.CountryLookup from github.com/statsig-io/ip3country-go satisfies it.
+type CountryLookup interface {
+	LookupNumericIp(ip uint64) (string, bool)
+}
+
+// IDLists answers ID-list membership: whether list contains key, where key is
+// IDListKey(unit id). An unknown list contains nothing. Implementations must be
+// safe for concurrent use and fast (evaluation calls it inline). *IDListStore
+// is one.
+type IDLists interface {
+	Contains(list, key string) bool
+}
+
+// UserAgent is the parsed form of a user agent string.
+type UserAgent struct {
+	OSName, OSVersion, BrowserName, BrowserVersion string
+}
+
+// EvaluatorOptions configures an Evaluator. The zero value works: no
+// environment, no country lookup, no ID lists, the real clock.
+type EvaluatorOptions struct {
+	// Environment is the instance environment (e.g. {"tier": "staging"}), used
+	// for environment_field conditions when the user has no statsigEnvironment
+	// entry. When empty, the rule set's default_environment is used as the tier.
+	Environment map[string]string
+	// Countries resolves ip_based "country" conditions; nil means no lookup.
+	Countries CountryLookup
+	// IDLists resolves in_segment_list conditions; nil means every list is empty.
+	IDLists IDLists
+	// Now is the clock for current_time conditions; nil means time.Now.
+	Now func() time.Time
+	// ParseUserAgent parses user agents for ua_based conditions; nil uses the
+	// package's first-party parser (SC's).
+	ParseUserAgent func(ua string) UserAgent
+}
+
+// Evaluator evaluates one RuleSet. It is safe for concurrent use.
+type Evaluator struct {
+	rs      *RuleSet
+	opts    EvaluatorOptions
+	env     map[string]*value // instance environment, parsed
+	envRaw  map[string]string
+	buckets []value // user_bucket values 0..999
+	pool    sync.Pool
+}
+
+// NewEvaluator builds an Evaluator for rs.
+func NewEvaluator(rs *RuleSet, opts EvaluatorOptions) *Evaluator {
+	e := &Evaluator{rs: rs, opts: opts}
+	if opts.ParseUserAgent == nil {
+		e.opts.ParseUserAgent = defaultUserAgentParser
+	}
+	switch {
+	case len(opts.Environment) > 0:
+		e.envRaw = opts.Environment
+	case rs.hasDefaultEnv:
+		e.envRaw = map[string]string{"tier": rs.defaultEnv}
+	}
+	if e.envRaw != nil {
+		e.env = make(map[string]*value, len(e.envRaw))
+		for k, v := range e.envRaw {
+			nv := newStringValue(v)
+			e.env[k] = &nv
+		}
+	}
+	e.buckets = make([]value, 1000)
+	for i := range e.buckets {
+		e.buckets[i] = newNumberValue(float64(i))
+	}
+	e.pool.New = func() any { return &evalCtx{memo: map[string]memoEntry{}} }
+	return e
+}
+
+// RuleSet returns the rule set the evaluator evaluates.
+func (e *Evaluator) RuleSet() *RuleSet { return e.rs }
+
+func (e *Evaluator) now() int64 {
+	if e.opts.Now != nil {
+		return e.opts.Now().UnixMilli()
+	}
+	return time.Now().UnixMilli()
+}
+
+type memoEntry struct {
+	value      bool
+	ruleID     string
+	hasRule    bool
+	start, end int
+}
+
+// state mirrors SC's EvaluatorResult: one mutable result shared by nested
+// evaluations (which is what makes SC's state-leak corner cases reproducible).
+type state struct {
+	boolValue          bool
+	unsupported        bool
+	isExperimentGroup  bool
+	isExperimentActive bool
+	isInLayer          bool
+	hasName            bool
+	hasIDType          bool
+	hasJSON            bool
+	hasRule            bool
+	hasGroup           bool
+	hasExplicit        bool
+	hasDelegate        bool
+	hasUndelegated     bool
+	hasVersion         bool
+	hasSampling        bool
+	analytical         bool
+	hasOverrideName    bool
+	forwardAll         optBool
+	name               string
+	idType             string
+	json               []byte
+	ruleID             string
+	groupName          string
+	explicit           []string
+	delegate           string
+	version            uint32
+	samplingRate       uint64
+	overrideName       string
+	exps               []SecondaryExposure
+	undelegated        []SecondaryExposure
+	paramRuleIDs       map[string]string
+	err                error
+}
+
+// evalCtx is SC's EvaluatorContext: one top-level evaluation (or a whole GCIR).
+type evalCtx struct {
+	e       *Evaluator
+	rs      *RuleSet
+	u       *User
+	now     int64
+	appID   *value
+	gcir    bool
+	nested  int
+	memo    map[string]memoEntry
+	memoExp []SecondaryExposure
+	st      state
+
+	expBuf, undBuf []SecondaryExposure
+	free           [][]SecondaryExposure
+
+	uaDone      bool
+	ua          [4]value
+	uaOK        bool
+	countryDone bool
+	country     value
+	hasCountry  bool
+	appIDVal    value
+	scratch     value
+}
+
+func (e *Evaluator) getCtx(u *User) *evalCtx {
+	c := e.pool.Get().(*evalCtx)
+	c.e, c.rs, c.u = e, e.rs, u
+	c.now = e.now()
+	c.gcir = false
+	c.appID = nil
+	if e.rs.hasAppID {
+		c.appIDVal = newStringValue(e.rs.appID)
+		c.appID = &c.appIDVal
+	}
+	c.resetResult()
+	return c
+}
+
+func (e *Evaluator) putCtx(c *evalCtx) {
+	clear(c.memo)
+	c.memoExp = c.memoExp[:0]
+	c.uaDone, c.countryDone, c.uaOK, c.hasCountry = false, false, false, false
+	c.u = nil
+	c.st = state{}
+	e.pool.Put(c)
+}
+
+// resetResult is SC's reset_result: a fresh result and nesting count (the
+// nested-gate memo is kept).
+func (c *evalCtx) resetResult() {
+	c.saveBuffers()
+	c.nested = 0
+	c.st = state{exps: c.expBuf[:0], undelegated: c.undBuf[:0]}
+}
+
+// saveBuffers keeps grown slices for reuse.
+func (c *evalCtx) saveBuffers() {
+	if cap(c.st.exps) > cap(c.expBuf) {
+		c.expBuf = c.st.exps[:0]
+	}
+	if cap(c.st.undelegated) > cap(c.undBuf) {
+		c.undBuf = c.st.undelegated[:0]
+	}
+}
+
+type specType uint8
+
+const (
+	typeGate specType = iota
+	typeDynamicConfig
+	typeExperiment
+	typeLayer
+)
+
+func (c *evalCtx) lookup(name string, t specType) *spec {
+	switch t {
+	case typeGate:
+		return c.rs.gates[name]
+	case typeDynamicConfig, typeExperiment:
+		return c.rs.configs[name]
+	default:
+		return c.rs.layers[name]
+	}
+}
+
+// evaluate is SC's Evaluator::evaluate. It reports whether the spec was recognized.
+func (c *evalCtx) evaluate(name string, t specType) bool {
+	sp := c.lookup(name, t)
+	if c.rs.hasMapping && c.tryConfigMapping(name, t, sp) {
+		return true
+	}
+	if c.st.err != nil {
+		return true
+	}
+	if t == typeExperiment && c.rs.cmabs != nil {
+		if cm := c.rs.cmabs[name]; cm != nil {
+			c.evaluateCMAB(name, cm)
+			return true
+		}
+	}
+	if sp == nil {
+		return false
+	}
+	st := &c.st
+	if !st.hasName {
+		st.name, st.hasName = name, true
+	}
+	if !st.hasIDType {
+		st.idType, st.hasIDType = sp.idType, true
+	}
+	if !st.hasVersion && sp.hasVersion {
+		st.version, st.hasVersion = sp.version, true
+	}
+	if sp.isActive.set() {
+		st.isExperimentActive = sp.isActive.val()
+	}
+	if sp.hasSharedParams.set() {
+		st.isInLayer = sp.hasSharedParams.val()
+	}
+	if sp.hasExplicit {
+		st.explicit, st.hasExplicit = sp.explicitParams, true
+	}
+	if t == typeLayer && sp.useNewLayerEval {
+		c.newLayerEval(sp)
+		return true
+	}
+	for _, r := range sp.rules {
+		c.evaluateRule(r)
+		if st.err != nil || st.unsupported {
+			return true
+		}
+		if !st.boolValue {
+			continue
+		}
+		if c.evaluateDelegate(r) {
+			if st.err == nil {
+				c.finalize(sp, r)
+			}
+			return true
+		}
+		if st.err != nil {
+			return true
+		}
+		if c.passPercentage(r, sp.salt) {
+			st.boolValue = !r.returnIsFalse
+			st.json, st.hasJSON = r.returnValue, true
+		} else {
+			st.boolValue = sp.defaultIsTrue
+			st.json, st.hasJSON = sp.defaultValue, true
+		}
+		st.ruleID, st.hasRule = r.id, true
+		st.groupName, st.hasGroup = r.groupName, r.hasGroup
+		st.isExperimentGroup = r.isExperimentGroup.val()
+		st.isExperimentActive = sp.isActive.val()
+		c.finalize(sp, r)
+		return true
+	}
+	st.boolValue = sp.defaultIsTrue
+	st.json, st.hasJSON = sp.defaultValue, true
+	if sp.enabled {
+		st.ruleID = "default"
+	} else {
+		st.ruleID = "disabled"
+	}
+	st.hasRule = true
+	c.finalize(sp, nil)
+	return true
+}
+
+// finalize is SC's finalize_evaluation.
+func (c *evalCtx) finalize(sp *spec, r *rule) {
+	st := &c.st
+	if r != nil && r.hasSamplingRate {
+		st.samplingRate, st.hasSampling = r.samplingRate, true
+	} else {
+		st.hasSampling = false
+	}
+	st.forwardAll = sp.forwardAll
+	if c.nested > 0 {
+		c.nested--
+		return
+	}
+	if len(st.exps) == 0 || st.hasUndelegated {
+		return
+	}
+	st.undelegated = append(st.undelegated[:0], st.exps...)
+	st.hasUndelegated = true
+}
+
+// prepNested is SC's prep_for_nested_evaluation.
+func (c *evalCtx) prepNested() bool {
+	c.nested++
+	c.st.boolValue = false
+	c.st.json, c.st.hasJSON = nil, false
+	if c.nested > maxNesting {
+		c.st.err = ErrNestingLimit
+		return false
+	}
+	return true
+}
+
+func (c *evalCtx) evaluateRule(r *rule) {
+	all := true
+	for _, cond := range r.conds {
+		if cond == nil {
+			c.st.unsupported = true
+			return
+		}
+		c.evaluateCondition(cond)
+		if c.st.err != nil {
+			return
+		}
+		if !c.st.boolValue {
+			all = false
+		}
+	}
+	c.st.boolValue = all
+}
+
+func (c *evalCtx) evaluateNestedGate(cond *condition) {
+	name := ""
+	if cond.target.kind == targetString {
+		name = cond.target.str
+	}
+	st := &c.st
+	if m, ok := c.memo[name]; ok {
+		st.boolValue = m.value
+		st.ruleID, st.hasRule = m.ruleID, m.hasRule
+		st.exps = append(st.exps, c.memoExp[m.start:m.end]...)
+	} else {
+		if !c.prepNested() {
+			return
+		}
+		// SC stashes the outer exposures and evaluates the gate into a fresh list.
+		stash := st.exps
+		st.exps = c.takeBuf()
+		c.evaluate(name, typeGate)
+		nested := st.exps
+		if st.err != nil {
+			return
+		}
+		if st.unsupported {
+			// SC returns before restoring the stash: only the nested list survives.
+			return
+		}
+		if name != "" {
+			ms := len(c.memoExp)
+			c.memoExp = append(c.memoExp, nested...)
+			c.memo[name] = memoEntry{value: st.boolValue, ruleID: st.ruleID, hasRule: st.hasRule, start: ms, end: len(c.memoExp)}
+		}
+		st.exps = append(stash, nested...)
+		c.releaseBuf(nested)
+	}
+	if !strings.HasPrefix(name, "segment:") && st.hasRule {
+		if !st.hasSampling {
+			st.analytical = true
+		}
+		st.exps = append(st.exps, SecondaryExposure{Gate: name, GateValue: st.boolValue, RuleID: st.ruleID})
+	}
+	if cond.typ == condFailGate {
+		st.boolValue = !st.boolValue
+	}
+}
+
+// takeBuf returns an empty exposure list for a nested evaluation, reusing
+// released buffers so steady-state evaluation does not allocate.
+func (c *evalCtx) takeBuf() []SecondaryExposure {
+	if n := len(c.free); n > 0 {
+		b := c.free[n-1]
+		c.free = c.free[:n-1]
+		return b[:0]
+	}
+	return nil
+}
+
+func (c *evalCtx) releaseBuf(b []SecondaryExposure) {
+	if cap(b) > 0 {
+		c.free = append(c.free, b[:0])
+	}
+}
+
+// evaluateDelegate is SC's evaluate_config_delegate.
+func (c *evalCtx) evaluateDelegate(r *rule) bool {
+	if !r.hasDelegate {
+		return false
+	}
+	dsp := c.rs.configs[r.configDelegate]
+	if dsp == nil {
+		return false
+	}
+	st := &c.st
+	st.undelegated = append(st.undelegated[:0], st.exps...)
+	st.hasUndelegated = true
+	if !c.prepNested() {
+		return true
+	}
+	if !c.evaluate(r.configDelegate, typeExperiment) {
+		st.undelegated, st.hasUndelegated = st.undelegated[:0], false
+		return false
+	}
+	st.explicit, st.hasExplicit = dsp.explicitParams, dsp.hasExplicit
+	st.delegate, st.hasDelegate = r.configDelegate, true
+	return true
+}
+
+func (c *evalCtx) passPercentage(r *rule, specSalt string) bool {
+	if r.passPercentage == 100 {
+		return true
+	}
+	if r.passPercentage == 0 {
+		return false
+	}
+	ruleSalt := r.id
+	if r.hasSalt {
+		ruleSalt = r.salt
+	}
+	unit := ""
+	if v := c.u.unitID(r.idType, r.idTypeLower); v != nil && v.hasStr {
+		unit = v.str
+	}
+	h := h64Parts(specSalt, ruleSalt, unit)
+	return float64(h%10000) < r.passPercentage*100.0
+}
+
+func (c *evalCtx) tryConfigMapping(name string, t specType, sp *spec) bool {
+	list, ok := c.rs.overrides[name]
+	if !ok {
+		return false
+	}
+	salt := ""
+	if sp != nil {
+		salt = sp.salt
+	}
+	for _, m := range list {
+		for _, mr := range m.rules {
+			if mr.startTime > c.now {
+				continue
+			}
+			r := c.rs.overrideRules[mr.ruleName]
+			if r == nil {
+				continue
+			}
+			c.evaluateRule(r)
+			if c.st.err != nil {
+				c.st.err = nil
+				c.resetResult()
+				continue
+			}
+			if !c.st.boolValue || c.st.unsupported {
+				c.resetResult()
+				continue
+			}
+			c.resetResult()
+			if c.passPercentage(r, salt) {
+				c.st.overrideName, c.st.hasOverrideName = m.newConfigName, true
+				if c.evaluate(m.newConfigName, t) && c.st.err == nil {
+					return true
+				}
+				c.resetResult()
+				break
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,367 @@
+package evalcore
+
+import (
+	"strconv"
+	"strings"
+)
+
+// HashAlgorithm names how a client initialize response hashes spec names.
+type HashAlgorithm string
+
+// Hash algorithms for ClientInitializeResponse.
+const (
+	HashDJB2   HashAlgorithm = "djb2" // SC's default
+	HashSHA256 HashAlgorithm = "sha256"
+	HashNone   HashAlgorithm = "none"
+)
+
+// ParseHashAlgorithm reads a hash algorithm name the way SC does (case-insensitive:
+// "sha256", "djb2", "none"); anything else is reported as not ok.
+func ParseHashAlgorithm(s string) (HashAlgorithm, bool) {
+	switch strings.ToLower(s) {
+	case "sha256":
+		return HashSHA256, true
+	case "djb2":
+		return HashDJB2, true
+	case "none":
+		return HashNone, true
+	}
+	return "", false
+}
+
+// InitOptions configures ClientInitializeResponse.
+type InitOptions struct {
+	// Hash is the name hashing; "" means djb2 (SC's default).
+	Hash HashAlgorithm
+	// ClientKey is the client SDK key; it selects a target app through
+	// sdk_keys_to_app_ids / hashed_sdk_keys_to_app_ids, and enables filtering.
+	ClientKey string
+	// TargetAppID, when set, is the target app (and enables filtering).
+	TargetAppID string
+	// SinceTime: when > 0 and the rule set is not newer, the response is
+	// {"has_updates":false,"time":...}.
+	SinceTime int64
+	// SDKVersion goes into sdkInfo.sdkVersion ("" means "dev").
+	SDKVersion string
+}
+
+// ClientInitializeResponse builds the client initialize response (SC's v1
+// format) for a user, as JSON.
+func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte, error) {
+	rs := e.rs
+	hash := opts.Hash
+	if hash == "" {
+		hash = HashDJB2
+	}
+	if opts.SinceTime > 0 && rs.time <= opts.SinceTime {
+		b := append([]byte(`{"has_updates":false,"time":`), strconv.FormatInt(rs.time, 10)...)
+		return append(b, '}'), nil
+	}
+	c := e.getCtx(u)
+	defer e.putCtx(c)
+	c.gcir = true
+
+	// Target app (SC select_app_id, plus an explicit TargetAppID).
+	var appID string
+	hasApp := false
+	switch {
+	case opts.TargetAppID != "":
+		appID, hasApp = opts.TargetAppID, true
+	case opts.ClientKey == "":
+		appID, hasApp = rs.appID, rs.hasAppID
+	default:
+		appID, hasApp = rs.appID, rs.hasAppID
+		if rs.hasSDKKeysToAppIDs {
+			appID, hasApp = rs.sdkKeysToAppIDs[opts.ClientKey]
+		}
+		if rs.hasHashedKeysToAppIDs {
+			appID, hasApp = rs.hashedKeysToAppIDs[djb2String(opts.ClientKey)]
+		}
+	}
+	c.appID = nil
+	if hasApp {
+		c.appIDVal = newStringValue(appID)
+		c.appID = &c.appIDVal
+	}
+	filter := hasApp && (opts.ClientKey != "" || opts.TargetAppID != "")
+	keep := func(ids []string, has bool) bool {
+		if !filter {
+			return true
+		}
+		if !has {
+			return false
+		}
+		for _, id := range ids {
+			if id == appID {
+				return true
+			}
+		}
+		return false
+	}
+
+	w := gcirWriter{hash: hash, seen: map[SecondaryExposure]struct{}{}}
+	b := make([]byte, 0, 64*1024)
+	b = append(b, `{"feature_gates":{`...)
+	first := true
+	for _, name := range rs.gateNames {
+		sp := rs.gates[name]
+		if sp.entity == "segment" || sp.entity == "holdout" || !keep(sp.targetAppIDs, sp.hasTargetApps) {
+			continue
+		}
+		c.resetResult()
+		c.evaluate(name, typeGate)
+		if c.st.err != nil {
+			return nil, c.st.err
+		}
+		b, first = w.key(b, name, first)
+		b = append(b, `{"name":`...)
+		b = w.appendName(b, name)
+		b = append(b, `,"value":`...)
+		b = strconv.AppendBool(b, c.st.boolValue)
+		b = w.common(b, &c.st)
+		b = append(b, '}')
+	}
+	b = append(b, `},"dynamic_configs":{`...)
+	first = true
+	for _, name := range rs.configNames {
+		sp := rs.configs[name]
+		if !keep(sp.targetAppIDs, sp.hasTargetApps) {
+			continue
+		}
+		c.resetResult()
+		t := typeExperiment
+		if sp.entity == "dynamic_config" {
+			t = typeDynamicConfig
+		}
+		c.evaluate(name, t)
+		if c.st.err != nil {
+			return nil, c.st.err
+		}
+		st := &c.st
+		b, first = w.key(b, name, first)
+		b = append(b, `{"name":`...)
+		b = w.appendName(b, name)
+		b = append(b, `,"value":`...)
+		b = append(b, objectOrEmpty(st.json, st.hasJSON)...)
+		b = w.common(b, st)
+		b = append(b, `,"is_device_based":`...)
+		b = strconv.AppendBool(b, st.idType == "stableID" || st.idType == "stableid")
+		if t == typeDynamicConfig {
+			b = append(b, `,"passed":`...)
+			b = strconv.AppendBool(b, st.boolValue)
+		} else {
+			if st.hasGroup {
+				b = append(b, `,"group_name":`...)
+				b = appendJSONString(b, st.groupName)
+			}
+			if st.isInLayer {
+				b = append(b, `,"is_in_layer":true`...)
+			}
+			if st.hasExplicit {
+				b = append(b, `,"explicit_parameters":`...)
+				b = appendStringList(b, st.explicit)
+			}
+			if sp.entity == "experiment" {
+				b = append(b, `,"is_experiment_active":`...)
+				b = strconv.AppendBool(b, st.isExperimentActive)
+				b = append(b, `,"is_user_in_experiment":`...)
+				b = strconv.AppendBool(b, st.isExperimentGroup)
+			}
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `},"layer_configs":{`...)
+	first = true
+	for _, name := range rs.layerNames {
+		sp := rs.layers[name]
+		if !keep(sp.targetAppIDs, sp.hasTargetApps) {
+			continue
+		}
+		c.resetResult()
+		c.evaluate(name, typeLayer)
+		if c.st.err != nil {
+			return nil, c.st.err
+		}
+		st := &c.st
+		b, first = w.key(b, name, first)
+		b = append(b, `{"name":`...)
+		b = w.appendName(b, name)
+		b = append(b, `,"value":`...)
+		b = append(b, objectOrEmpty(st.json, st.hasJSON)...)
+		b = w.common(b, st)
+		b = append(b, `,"is_device_based":`...)
+		b = strconv.AppendBool(b, st.idType == "stableID" || st.idType == "stableid")
+		b = append(b, `,"explicit_parameters":`...)
+		b = appendStringList(b, st.explicit)
+		b = append(b, `,"undelegated_secondary_exposures":`...)
+		b = w.exposures(b, st.undelegated)
+		if st.hasGroup {
+			b = append(b, `,"group_name":`...)
+			b = appendJSONString(b, st.groupName)
+		}
+		if st.hasDelegate && st.delegate != "" {
+			b = append(b, `,"allocated_experiment_name":`...)
+			b = w.appendName(b, st.delegate)
+			b = append(b, `,"is_experiment_active":`...)
+			b = strconv.AppendBool(b, st.isExperimentActive)
+			b = append(b, `,"is_user_in_experiment":`...)
+			b = strconv.AppendBool(b, st.isExperimentGroup)
+		}
+		if st.paramRuleIDs != nil {
+			b = append(b, `,"parameter_rule_ids":`...)
+			b = appendStringMap(b, st.paramRuleIDs)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `},"param_stores":{`...)
+	first = true
+	for _, ps := range rs.paramStores {
+		if !keep(ps.targetAppIDs, ps.hasTargetApps) {
+			continue
+		}
+		b, first = w.key(b, ps.name, first)
+		b = append(b, '{')
+		for i, p := range ps.params {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, p.name)
+			b = append(b, ':', '{')
+			for j, f := range p.fields {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSONString(b, f.key)
+				b = append(b, ':')
+				if f.key == p.refKey {
+					if s, ok := jsonString(f.raw); ok {
+						b = w.appendName(b, s)
+						continue
+					}
+				}
+				b = append(b, f.raw...)
+			}
+			b = append(b, '}')
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `},"time":`...)
+	b = strconv.AppendInt(b, rs.time, 10)
+	b = append(b, `,"has_updates":true,"hash_used":`...)
+	b = appendJSONString(b, string(hash))
+	b = append(b, `,"user":`...)
+	b = u.appendLoggable(b, e.envRaw)
+	b = append(b, `,"sdkParams":{},"evaluated_keys":{`...)
+	comma := false
+	if u.userID != nil && u.userID.hasStr && u.userID.str != "" {
+		b = append(b, `"userID":`...)
+		b = appendJSONString(b, u.userID.str)
+		comma = true
+	}
+	if len(u.customIDs) > 0 {
+		if comma {
+			b = append(b, ',')
+		}
+		b = append(b, `"customIDs":{`...)
+		for i, k := range u.customIDKeys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, u.customIDs[k].str)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `},"sdkInfo":{"sdkType":"sigedge","sdkVersion":`...)
+	ver := opts.SDKVersion
+	if ver == "" {
+		ver = "dev"
+	}
+	b = appendJSONString(b, ver)
+	b = append(b, '}')
+	if u.hasPAHash {
+		b = append(b, `,"pa_hash":`...)
+		b = appendJSONString(b, u.paHash)
+	}
+	if sr := rs.sessionReplay; sr != nil {
+		b = append(b, `,"can_record_session":`...)
+		b = strconv.AppendBool(b, !sr.blocked)
+		if sr.hasRate {
+			b = append(b, `,"session_recording_rate":`...)
+			b = append(b, sr.rate...)
+		}
+		if sr.hasBlocked {
+			b = append(b, `,"recording_blocked":`...)
+			b = strconv.AppendBool(b, sr.blocked)
+		}
+	}
+	return append(b, '}'), nil
+}
+
+type gcirWriter struct {
+	hash HashAlgorithm
+	seen map[SecondaryExposure]struct{}
+}
+
+func (w *gcirWriter) appendName(b []byte, name string) []byte {
+	return appendJSONString(b, HashName(name, w.hash))
+}
+
+func (w *gcirWriter) key(b []byte, name string, first bool) ([]byte, bool) {
+	if !first {
+		b = append(b, ',')
+	}
+	b = w.appendName(b, name)
+	return append(b, ':'), false
+}
+
+// common writes rule_id, id_type and secondary_exposures.
+func (w *gcirWriter) common(b []byte, st *state) []byte {
+	b = append(b, `,"rule_id":`...)
+	b = appendJSONString(b, st.ruleID)
+	b = append(b, `,"id_type":`...)
+	b = appendJSONString(b, st.idType)
+	b = append(b, `,"secondary_exposures":`...)
+	return w.exposures(b, st.exps)
+}
+
+// exposures writes a de-duplicated (first occurrence kept) list with hashed gate names.
+func (w *gcirWriter) exposures(b []byte, list []SecondaryExposure) []byte {
+	clear(w.seen)
+	b = append(b, '[')
+	n := 0
+	for _, x := range list {
+		if _, dup := w.seen[x]; dup {
+			continue
+		}
+		w.seen[x] = struct{}{}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = append(b, `{"gate":`...)
+		b = w.appendName(b, x.Gate)
+		b = append(b, `,"gateValue":`...)
+		if x.GateValue {
+			b = append(b, `"true"`...)
+		} else {
+			b = append(b, `"false"`...)
+		}
+		b = append(b, `,"ruleID":`...)
+		b = appendJSONString(b, x.RuleID)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+func appendStringList(b []byte, list []string) []byte {
+	b = append(b, '[')
+	for i, s := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return append(b, ']')
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package evalcore
+
+const raceEnabled = false
