@@ -73,6 +73,23 @@ type Proxy struct {
 	PublicURL string `yaml:"public_url"`
 	// ExposureDedupe configures the optional de-duplication of exposure events.
 	ExposureDedupe ExposureDedupe `yaml:"exposure_dedupe"`
+	// EvalExposures configures the exposures of the evaluations the proxy serves itself
+	// (check_gate, get_config, get_layer).
+	EvalExposures EvalExposures `yaml:"eval_exposures"`
+}
+
+// EvalExposures configures how the proxy logs the exposures its own evaluations cause.
+type EvalExposures struct {
+	// Enabled logs them (as an SDK would); a request can still opt out with disableExposureLogging.
+	Enabled bool `yaml:"enabled"`
+	// DedupeWindow logs one exposure per (key, user, spec, rule, value) per window; 0 turns it off.
+	DedupeWindow time.Duration `yaml:"dedupe_window"`
+	// DedupeMaxKeys bounds the memory of the de-duplication.
+	DedupeMaxKeys int `yaml:"dedupe_max_keys"`
+	// FlushInterval: exposures are batched per key and published at most this late.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// MaxBuffered bounds the exposures waiting to be published; beyond it new ones are dropped and counted.
+	MaxBuffered int `yaml:"max_buffered"`
 }
 
 // ExposureDedupe drops repeated exposures of the same (user, spec, rule, value) within a window.
@@ -109,6 +126,11 @@ type Forwarder struct {
 	// ReplayRate caps batches sent per second to Statsig (all keys), so a backlog drains without
 	// flooding a recovering Statsig. 0 means unlimited.
 	ReplayRate float64 `yaml:"replay_rate"`
+	// Concurrency is how many POSTs to Statsig one forwarder has in flight at once.
+	Concurrency int `yaml:"concurrency"`
+	// MaxAckPending bounds the messages delivered to all replicas and not yet acked; JetStream stops
+	// delivering above it.
+	MaxAckPending int `yaml:"max_ack_pending"`
 	// Breaker configures the circuit breaker around Statsig's event API.
 	Breaker Breaker `yaml:"breaker"`
 	// ShutdownTimeout bounds the final flush on SIGINT/SIGTERM.
@@ -199,6 +221,9 @@ type NATS struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// ReconnectWait is the base wait between reconnect attempts (jitter is added).
 	ReconnectWait time.Duration `yaml:"reconnect_wait"`
+	// PublishTimeout bounds the wait for JetStream's ack of one event batch; past it the SDK gets 503
+	// and retries.
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
 	// Stream configures the event stream.
 	Stream Stream `yaml:"stream"`
 }
@@ -254,6 +279,8 @@ func Default() Config {
 			WriteTimeout:    30 * time.Second,
 			IdleTimeout:     90 * time.Second,
 			ExposureDedupe:  ExposureDedupe{Enabled: false, Window: time.Minute, MaxKeys: 100_000},
+			EvalExposures: EvalExposures{Enabled: true, DedupeWindow: time.Minute, DedupeMaxKeys: 100_000,
+				FlushInterval: time.Second, MaxBuffered: 100_000},
 		},
 		Forwarder: Forwarder{
 			AdminListen:      ":8002",
@@ -267,6 +294,8 @@ func Default() Config {
 			RetryBackoffMin:  time.Second,
 			RetryBackoffMax:  2 * time.Minute,
 			ReplayRate:       20,
+			Concurrency:      8,
+			MaxAckPending:    100_000,
 			Breaker:          Breaker{ConsecutiveFailures: 5, OpenTimeout: 30 * time.Second, HalfOpenRequests: 1},
 			ShutdownTimeout:  25 * time.Second,
 		},
@@ -291,6 +320,7 @@ func Default() Config {
 			Port:           4222,
 			ConnectTimeout: 5 * time.Second,
 			ReconnectWait:  time.Second,
+			PublishTimeout: 5 * time.Second,
 			Stream: Stream{
 				Name:            "SIGEDGE_EVENTS",
 				SubjectPrefix:   "sigedge.events",

@@ -3,9 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -83,7 +83,11 @@ func TestParseErrorsNameTheProblem(t *testing.T) {
 		{"bad size", "limits:\n  max_body_bytes: lots\n", []string{"invalid YAML", "not a size"}},
 		{"tiny body limit", "limits:\n  max_body_bytes: 10\n", []string{"limits.max_body_bytes"}},
 		{"ack wait vs timeout", "forwarder:\n  ack_wait: 10s\n  request_timeout: 30s\n", []string{"forwarder.ack_wait"}},
+		{"forwarder concurrency", "forwarder:\n  concurrency: 0\n", []string{"forwarder.concurrency", "1..1024"}},
+		{"forwarder max ack pending", "forwarder:\n  max_ack_pending: -1\n", []string{"forwarder.max_ack_pending", "positive"}},
 		{"lease vs poll", "rulesets:\n  share:\n    lease_ttl: 5s\n", []string{"rulesets.share.lease_ttl"}},
+		{"publish timeout", "nats:\n  publish_timeout: 0s\n", []string{"nats.publish_timeout", "positive"}},
+		{"publish vs write timeout", "nats:\n  publish_timeout: 30s\n", []string{"nats.publish_timeout", "proxy.write_timeout"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,7 +159,7 @@ func TestEnvOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	checks := []struct {
-		name     string
+		name      string
 		got, want any
 	}{
 		{"env wins over file", cfg.Upstream.API, "https://env.example"},
@@ -173,6 +177,17 @@ func TestEnvOverrides(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
 		}
+	}
+}
+
+func TestKubernetesServiceLinksAreIgnored(t *testing.T) {
+	env := []string{
+		"SIGEDGE_PROXY_SERVICE_HOST=10.0.0.1", "SIGEDGE_PROXY_SERVICE_PORT=8000", "SIGEDGE_PROXY_SERVICE_PORT_HTTP=8000",
+		"SIGEDGE_PROXY_PORT=tcp://10.0.0.1:8000", "SIGEDGE_PROXY_PORT_8000_TCP=tcp://10.0.0.1:8000",
+		"SIGEDGE_PROXY_PORT_8000_TCP_ADDR=10.0.0.1", "SIGEDGE_PROXY_PORT_8000_TCP_PROTO=tcp",
+	}
+	if _, err := Load("", env); err != nil {
+		t.Fatalf("service-link variables must be ignored: %v", err)
 	}
 }
 

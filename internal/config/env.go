@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,6 +13,9 @@ import (
 
 // EnvPrefix starts every environment variable that overrides a field.
 const EnvPrefix = "SIGEDGE_"
+
+// serviceLinkVar matches the variables Kubernetes' service links define.
+var serviceLinkVar = regexp.MustCompile(`_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)$`)
 
 var (
 	durationType = reflect.TypeOf(time.Duration(0))
@@ -80,6 +84,11 @@ func applyEnv(cfg *Config, environ []string) error {
 			continue
 		}
 		f, ok := known[name]
+		if !ok && serviceLinkVar.MatchString(name) {
+			// Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT_8000_TCP… for every Service
+			// in the namespace; a Service named sigedge-… would otherwise stop the binaries.
+			continue
+		}
 		if !ok {
 			errs = append(errs, &FieldError{Field: name, Problem: "unknown environment variable (see config.example.yaml for the fields)"})
 			continue

@@ -105,6 +105,19 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if e := c.Proxy.EvalExposures; e.Enabled {
+		if e.DedupeWindow < 0 {
+			bad("proxy.eval_exposures.dedupe_window", "must be 0 (off) or positive, got %s", e.DedupeWindow)
+		}
+		if e.DedupeMaxKeys <= 0 {
+			bad("proxy.eval_exposures.dedupe_max_keys", "must be positive, got %d", e.DedupeMaxKeys)
+		}
+		positive("proxy.eval_exposures.flush_interval", e.FlushInterval)
+		if e.MaxBuffered <= 0 {
+			bad("proxy.eval_exposures.max_buffered", "must be positive, got %d", e.MaxBuffered)
+		}
+	}
+
 	f := c.Forwarder
 	addr("forwarder.admin_listen", f.AdminListen)
 	if strings.TrimSpace(f.ConsumerName) == "" || strings.ContainsAny(f.ConsumerName, ". *>") {
@@ -128,6 +141,12 @@ func (c *Config) Validate() error {
 	}
 	if f.ReplayRate < 0 {
 		bad("forwarder.replay_rate", "must be 0 (unlimited) or positive, got %g", f.ReplayRate)
+	}
+	if f.Concurrency < 1 || f.Concurrency > 1024 {
+		bad("forwarder.concurrency", "must be 1..1024, got %d", f.Concurrency)
+	}
+	if f.MaxAckPending < 1 {
+		bad("forwarder.max_ack_pending", "must be positive, got %d", f.MaxAckPending)
 	}
 	if f.Breaker.ConsecutiveFailures <= 0 {
 		bad("forwarder.breaker.consecutive_failures", "must be positive, got %d", f.Breaker.ConsecutiveFailures)
@@ -177,8 +196,8 @@ func (c *Config) Validate() error {
 			bad("rulesets.share.bucket", "must be letters, digits, - or _, got %q", r.Share.Bucket)
 		}
 		positive("rulesets.share.lease_ttl", r.Share.LeaseTTL)
-		if r.Share.LeaseTTL <= r.PollInterval {
-			bad("rulesets.share.lease_ttl", "must be longer than rulesets.poll_interval (%s), or the lease lapses between polls", r.PollInterval)
+		if minLease := r.PollInterval + r.PollJitter + c.Upstream.Timeout; r.Share.LeaseTTL <= minLease {
+			bad("rulesets.share.lease_ttl", "must be longer than rulesets.poll_interval + poll_jitter + upstream.timeout (%s), or a slow poller loses its lease between polls", minLease)
 		}
 	}
 
@@ -219,6 +238,10 @@ func (c *Config) Validate() error {
 	}
 	positive("nats.connect_timeout", n.ConnectTimeout)
 	positive("nats.reconnect_wait", n.ReconnectWait)
+	positive("nats.publish_timeout", n.PublishTimeout)
+	if n.PublishTimeout >= c.Proxy.WriteTimeout {
+		bad("nats.publish_timeout", "must be shorter than proxy.write_timeout (%s), or the SDK's connection is cut before it hears 503", c.Proxy.WriteTimeout)
+	}
 	s := n.Stream
 	if !validName(s.Name) {
 		bad("nats.stream.name", "must be letters, digits, - or _, got %q", s.Name)

@@ -5,52 +5,36 @@ import "strings"
 // decideOS is the reference's parse_os: the first OS candidate that had a version, else the
 // first token that names an OS, else a hint, else "Other".
 func (s *state) decideOS() (name, version string) {
-	if s.possibleOS.ok {
+	if s.possibleOS.ok() {
 		return s.possibleOS.tag, versionOf(s.possibleOS)
 	}
 
-	// The reference scans its token list in order and stops at the first token that matches
-	// one of its rules; some rules only count with certain hints, which are final by now.
-	best, bestAt := -1, 0
-	for r := 0; r < numOSRules; r++ {
-		t := s.osFirst[r]
-		if !t.ok {
-			continue
-		}
-		switch r {
-		case osCPUOS:
-			if !s.iosHint {
-				continue
-			}
-		case osVersion:
-			if !s.iosHint || !s.macosHint {
-				continue
-			}
-		}
-		if best < 0 || s.osFirstAt[r] < bestAt {
-			best, bestAt = r, s.osFirstAt[r]
-		}
+	// The reference scans its tokens in order and stops at the first that names an OS. "CPU OS"
+	// counts only for iOS devices, and "Version" only when the user agent also claims a Mac.
+	kind, at, t := s.osTokKind, s.osTokAt, s.osTok
+	if s.cpuOS.ok() && s.iosHint && (kind == osNone || s.cpuOSAt < at) {
+		kind, at, t = osIOS, s.cpuOSAt, s.cpuOS
 	}
-	if best >= 0 {
-		t := s.osFirst[best]
-		switch best {
-		case osATV:
-			return "ATV OS X", unknownVersion
-		case osIOS, osCPUOS, osVersion:
-			return "iOS", versionOf(t)
-		case osAndroid:
-			return "Android", versionOf(t)
-		case osAndroidPrefix:
-			return "Android", unknownVersion
-		case osChromecast:
-			return "Chromecast", unknownVersion
-		case osRedHat:
-			return "Red Hat", unknownVersion
-		case osKindle:
-			return "Kindle", versionOf(t)
-		case osUbuntu:
-			return "Ubuntu", versionOf(t)
-		}
+	if s.firstVer.ok() && s.iosHint && s.macosHint && (kind == osNone || s.firstVerAt < at) {
+		kind, t = osIOS, s.firstVer
+	}
+	switch kind {
+	case osATV:
+		return "ATV OS X", unknownVersion
+	case osIOS:
+		return "iOS", versionOf(t)
+	case osAndroid:
+		return "Android", versionOf(t)
+	case osAndroidPrefix:
+		return "Android", unknownVersion
+	case osChromecast:
+		return "Chromecast", unknownVersion
+	case osRedHat:
+		return "Red Hat", unknownVersion
+	case osKindle:
+		return "Kindle", versionOf(t)
+	case osUbuntu:
+		return "Ubuntu", versionOf(t)
 	}
 
 	switch {
@@ -68,73 +52,62 @@ func (s *state) decideOS() (name, version string) {
 
 // decideBrowser is the reference's parse_browser.
 func (s *state) decideBrowser() (name, version string) {
-	if s.possibleBrowser.ok {
+	if s.possibleBrowser.ok() {
 		return s.possibleBrowser.tag, versionOf(s.possibleBrowser)
 	}
 
-	// The first token of a browser that wins outright.
-	best, bestAt := -1, 0
-	for r := 0; r < numBrowserRules; r++ {
-		if s.brFirst[r].ok && (best < 0 || s.brFirstAt[r] < bestAt) {
-			best, bestAt = r, s.brFirstAt[r]
-		}
-	}
-	if best >= 0 {
-		t := s.brFirst[best]
-		switch best {
-		case brFirefox:
+	if t := s.brTok; t.ok() {
+		switch t.tag {
+		case "Firefox":
 			if s.mobileHint {
 				return "Firefox Mobile", versionOf(t)
 			}
 			return "Firefox", versionOf(t)
-		case brYahooSlurp:
+		case "Yahoo! Slurp":
 			return "Yahoo! Slurp", unknownVersion
-		case brSilk:
+		case "Silk":
 			if s.playstationHint {
 				return "NetFront NX", unknownVersion
 			}
 			return "Amazon Silk", versionOf(t)
-		case brNetFrontNX:
+		case "NetFront NX":
 			return "NetFront NX", versionOf(t)
-		case brYaBrowser:
+		case "YaBrowser":
 			return "Yandex Browser", versionOf(t)
-		case brEdge:
+		case "Edge":
 			if s.mobileHint {
 				return "Edge Mobile", versionOf(t)
 			}
 			return "Edge", versionOf(t)
-		case brOpera:
+		case "Opera":
 			if s.mobileHint {
 				return "Opera Mobile", versionOf(t)
 			}
 			return "Opera", versionOf(t)
-		case brAxios:
-			return "axios", versionOf(t)
-		case brHeadlessChrome:
-			return "HeadlessChrome", versionOf(t)
+		default: // axios, HeadlessChrome
+			return t.tag, versionOf(t)
 		}
 	}
 
-	// Chrome, Android and Version tokens only decide when nothing above did; the reference
-	// keeps the last of each.
-	if c := s.lastChrome; c.ok {
+	if c := s.lastChrome; c.ok() {
 		switch {
-		case s.lastVersion.ok:
+		case s.lastVersion.ok():
 			return "Chrome Mobile WebView", versionOf(c)
 		case s.mobileHint && c.ver != "" && !s.huaweiHint:
 			return "Chrome Mobile", versionOf(c)
-		case c.ver == "" && s.lastAndroid.ok:
+		case c.ver == "" && s.lastAndroid.ok():
 			return "Android", versionOf(s.lastAndroid)
 		}
 		return "Chrome", versionOf(c)
 	}
-	if s.lastAndroid.ok {
+	if s.lastAndroid.ok() {
 		return "Android", versionOf(s.lastAndroid)
 	}
-	if s.cfnetworkHint && s.first.ok {
-		// An app's own name and version come first in a CFNetwork user agent.
+	if s.cfnetworkHint && s.first.ok() {
+		// An app names itself first in a CFNetwork user agent. (The reference reads tokens[0]
+		// and tokens[1]; where they do not exist it skips the rule or reports no version.)
 		if s.first.tag == "NetworkingExtension" {
-			if s.second.ok {
+			if s.second.ok() {
 				return "CFNetwork", versionOf(s.second)
 			}
 			return "CFNetwork", unknownVersion
@@ -143,7 +116,7 @@ func (s *state) decideBrowser() (name, version string) {
 	}
 	if s.safariHint {
 		v := unknownVersion
-		if s.lastVersion.ok {
+		if s.lastVersion.ok() {
 			v = versionOf(s.lastVersion)
 		}
 		if s.mobileHint && !s.macosHint {
@@ -152,8 +125,7 @@ func (s *state) decideBrowser() (name, version string) {
 		return "Safari", v
 	}
 	if s.iosHint {
-		// An in-app web view: no browser version is known (the reference does not report the
-		// OS version here, though it once did).
+		// An in-app web view: the reference reports no version (it once gave the OS version).
 		return "Mobile Safari UI/WKWebView", unknownVersion
 	}
 	if s.crawlerHint {

@@ -12,14 +12,15 @@ package uaparser
 //
 //  1. the reference's own helper, Statsig.getParsedUserAgentValueForUser (testdata/refparse.js),
 //     which gives its four values directly, so a mismatch shows both sides;
-//  2. the evaluation path that ua_based conditions really use: a rule set with one gate per field
-//     whose rule for user i is "userID is i and <field> any_case_sensitive [Parse(ua_i).<field>]".
+//  2. the evaluation path that ua_based conditions really use: a rule set with one gate per user
+//     agent and field, whose only condition is "<field> any_case_sensitive [Parse(ua).<field>]".
 //     The reference passes the gate exactly where our value equals its value (testdata/refgates.js
 //     checks the gates). This also guards against the helper drifting from what conditions see.
 //
 // Set SIGEDGE_DIFFTEST_WRITE=1 as well to rewrite testdata/agreed.jsonl from the reference's
 // answers (the committed regression table that TestAgreed checks without Node).
-// SIGEDGE_DIFFTEST_GENERATED sets how many mutated user agents to add (default 20000).
+// SIGEDGE_DIFFTEST_GENERATED sets how many mutated user agents to add (default 20000), and
+// SIGEDGE_DIFFTEST_FUZZ_DIR adds the inputs FuzzParse has collected (see fuzzCorpus).
 
 import (
 	"bufio"
@@ -56,8 +57,8 @@ func TestDifferential(t *testing.T) {
 		t.Skip("node not found")
 	}
 
-	corpus, fixed := diffCorpus(t)
-	t.Logf("corpus: %d user agents (%d not generated)", len(corpus), fixed)
+	corpus, keep := diffCorpus(t)
+	t.Logf("corpus: %d user agents", len(corpus))
 
 	ref := referenceHelper(t, refDir, corpus)
 	mismatches, fields := 0, 0
@@ -85,18 +86,16 @@ func TestDifferential(t *testing.T) {
 	t.Logf("evaluation path: %d user agents, %d fields compared, %d mismatches", gateChecked/4, gateChecked, gateMismatches)
 
 	if os.Getenv("SIGEDGE_DIFFTEST_WRITE") == "1" {
-		n := fixed + agreedMaxGenerated
-		if n > len(corpus) {
-			n = len(corpus)
-		}
-		writeAgreed(t, corpus[:n], ref[:n])
+		writeAgreed(t, corpus[:keep], ref[:keep])
 	}
 }
 
 var fieldNames = [4]string{"os_name", "os_version", "browser_name", "browser_version"}
 
-// diffCorpus returns the user agents to compare, the non-generated ones first (their count is
-// the second result), without duplicates.
+// diffCorpus returns the user agents to compare without duplicates, and how many of the first
+// ones make up testdata/agreed.jsonl: the hand-written, conformance and uap-go ones, then the
+// first agreedMaxGenerated mutations. Cases of an older agreed.jsonl that are no longer part of
+// that come last, so they are still compared.
 func diffCorpus(t *testing.T) ([]string, int) {
 	seen := map[string]bool{}
 	var out []string
@@ -108,9 +107,6 @@ func diffCorpus(t *testing.T) ([]string, int) {
 	}
 	for _, ua := range diffSeeds {
 		add(ua)
-	}
-	for _, c := range readAgreed(t) {
-		add(c.ua)
 	}
 	for _, ua := range conformanceUAs(t) {
 		add(ua)
@@ -133,7 +129,51 @@ func diffCorpus(t *testing.T) ([]string, int) {
 	for tries := 0; len(out) < fixed+n && tries < 10*n; tries++ {
 		add(mutate(rng, base))
 	}
-	return out, fixed
+	keep := min(len(out), fixed+agreedMaxGenerated)
+	for _, c := range readAgreed(t) {
+		add(c.ua)
+	}
+	if dir := os.Getenv("SIGEDGE_DIFFTEST_FUZZ_DIR"); dir != "" {
+		for _, ua := range fuzzCorpus(t, dir) {
+			add(ua)
+		}
+	}
+	return out, keep
+}
+
+// fuzzCorpus reads the inputs FuzzParse found interesting (the directory is
+// $(go env GOCACHE)/fuzz/github.com/sigedge/sigedge/evalcore/internal/uaparser/FuzzParse), as the
+// reference will see them: the JSON that carries them to Node turns invalid UTF-8 into U+FFFD.
+func fuzzCorpus(t *testing.T, dir string) []string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("SIGEDGE_DIFFTEST_FUZZ_DIR: %v", err)
+	}
+	var out []string
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// go test fuzz v1 / string("...")
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(lines) != 2 || !strings.HasPrefix(lines[1], "string(") {
+			continue
+		}
+		ua, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "string("), ")"))
+		if err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		b, err := json.Marshal(ua)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &ua); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ua)
+	}
+	return out
 }
 
 // repoRoot finds the module root, so ../shared can be located next to it.
@@ -235,11 +275,10 @@ func referenceHelper(t *testing.T, refDir string, corpus []string) []*[4]string 
 }
 
 // referenceGates checks Parse through the reference's evaluation of ua_based conditions, in
-// chunks (each chunk's rule set has one rule per user agent in each of the four gates, and each
-// user is evaluated against all of them). It returns how many fields were compared and how many
-// gates failed.
+// chunks of user agents (one rule set per chunk keeps the files small). It returns how many
+// fields were compared and how many gates failed.
 func referenceGates(t *testing.T, refDir string, corpus []string) (checked, failed int) {
-	const chunk = 2000
+	const chunk = 5000
 	var eligible []string
 	for _, ua := range corpus {
 		// The evaluator never parses an absent or empty user agent, nor one over the limit.
@@ -258,33 +297,40 @@ func referenceGates(t *testing.T, refDir string, corpus []string) (checked, fail
 }
 
 func gateChunk(t *testing.T, refDir, dir string, uas []string) (checked, failed int) {
+	// One gate per (user agent, field), with a single rule whose only condition is
+	// "<field> any_case_sensitive [our value]"; user i is checked against its four gates only.
 	conditions := map[string]any{}
 	gates := map[string]any{}
-	for f, field := range fieldNames {
-		var rules []any
-		for i, ua := range uas {
-			r := Parse(ua)
-			val := [4]string{r.OSName, r.OSVersion, r.BrowserName, r.BrowserVersion}[f]
-			userCond := fmt.Sprintf("u%d", i)
-			conditions[userCond] = map[string]any{
-				"type": "unit_id", "idType": "userID", "operator": "any",
-				"targetValue": []string{strconv.Itoa(i)}, "additionalValues": map[string]any{},
-			}
-			valCond := fmt.Sprintf("v%d_%d", f, i)
-			conditions[valCond] = map[string]any{
+	var checks bytes.Buffer
+	for i, ua := range uas {
+		r := Parse(ua)
+		vals := [4]string{r.OSName, r.OSVersion, r.BrowserName, r.BrowserVersion}
+		var names []string
+		for f, field := range fieldNames {
+			id := fmt.Sprintf("g%d_%d", i, f)
+			conditions[id] = map[string]any{
 				"type": "ua_based", "field": field, "operator": "any_case_sensitive",
-				"targetValue": []string{val}, "idType": "userID", "additionalValues": map[string]any{},
+				"targetValue": []string{vals[f]}, "idType": "userID", "additionalValues": map[string]any{},
 			}
-			id := fmt.Sprintf("r%d_%d", f, i)
-			rules = append(rules, map[string]any{
-				"name": id, "id": id, "salt": id, "passPercentage": 100,
-				"conditions": []string{userCond, valCond}, "returnValue": true, "idType": "userID",
-			})
+			gates[id] = map[string]any{
+				"type": "feature_gate", "salt": id, "enabled": true, "defaultValue": false,
+				"rules": []any{map[string]any{
+					"name": id, "id": id, "salt": id, "passPercentage": 100,
+					"conditions": []string{id}, "returnValue": true, "idType": "userID",
+				}},
+				"idType": "userID", "entity": "feature_gate",
+			}
+			names = append(names, id)
 		}
-		gates["ua_"+field] = map[string]any{
-			"type": "feature_gate", "salt": "s_" + field, "enabled": true, "defaultValue": false,
-			"rules": rules, "idType": "userID", "entity": "feature_gate",
+		b, err := json.Marshal(map[string]any{
+			"user":  map[string]string{"userID": strconv.Itoa(i), "userAgent": ua},
+			"gates": names,
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
+		checks.Write(b)
+		checks.WriteByte('\n')
 	}
 	dcs := map[string]any{
 		"dynamic_configs": map[string]any{}, "feature_gates": gates, "layer_configs": map[string]any{},
@@ -292,18 +338,9 @@ func gateChunk(t *testing.T, refDir, dir string, uas []string) (checked, failed 
 		"has_updates": true, "time": 1,
 	}
 	dcsPath := filepath.Join(dir, "dcs.json")
-	usersPath := filepath.Join(dir, "users.jsonl")
+	checksPath := filepath.Join(dir, "checks.jsonl")
 	writeJSON(t, dcsPath, dcs)
-	var users bytes.Buffer
-	for i, ua := range uas {
-		b, err := json.Marshal(map[string]string{"userID": strconv.Itoa(i), "userAgent": ua})
-		if err != nil {
-			t.Fatal(err)
-		}
-		users.Write(b)
-		users.WriteByte('\n')
-	}
-	if err := os.WriteFile(usersPath, users.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(checksPath, checks.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -311,11 +348,7 @@ func gateChunk(t *testing.T, refDir, dir string, uas []string) (checked, failed 
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{script, refDir, dcsPath, usersPath}
-	for _, field := range fieldNames {
-		args = append(args, "ua_"+field)
-	}
-	cmd := exec.Command("node", args...)
+	cmd := exec.Command("node", script, refDir, dcsPath, checksPath)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -399,6 +432,20 @@ var mutPhrases = []string{
 	"Chrome/120.0.0.0", "Chrome", "HeadlessChrome/109.0.5414.74", "axios/1.6.7", "AppleWebKit/537.36",
 	"(KHTML, like Gecko)", "Mozilla/5.0", "wv", "U", "en-US", "Build/UP1A.231005.007", "Dalvik/2.1.0",
 	"okhttp/4.12.0", "curl/8.4.0", "Trailer/93.3.8652.5", "Quark/6.11.2.531", "Xbox", "XBOX_ONE_ED",
+	"Better Uptime Bot", "Better Uptime", "Radius Compilance Bot", "Uptime Monitoring Bot", "Uptime Monitoring",
+	"AdsBot-Google-Mobile", "AdsBot-Google", "Bot", "bot", "Better", "Radius", "Uptime", "Monitoring",
+	"Opera Mini/7.5.33361", "Opera Mobi", "UCBrowser/13.4.0.1306", "MiuiBrowser/17.1", "Vivaldi/6.5", "Brave/1",
+	"DuckDuckGo/5", "Instagram 312.0.0.32.112", "FBAN/FBIOS", "FBAV/350.0.0.30.102", "Snapchat/12.0", "Line/13.1",
+	"WhatsApp/2.23", "Twitter for iPhone", "Pinterest/12.1", "Spider", "spider", "Slurp", "bingpreview/1.0b",
+	"facebookexternalhit/1.1", "Applebot/0.1", "Bytespider", "PetalBot", "Amazonbot/0.1", "ClaudeBot/1.0",
+	"GPTBot/1.2", "PerplexityBot/1.0", "PhantomJS/2.1.1", "Silk-Accelerated=true", "Tizen 2.3", "Web0S", "webOS",
+	"SMART-TV", "SmartTV", "BlackBerry 9800", "BB10", "KAIOS/2.5", "KaiOS", "SymbianOS/9.4", "Series60/5.0",
+	"Fuchsia", "FreeBSD amd64", "OpenBSD", "SunOS sun4u", "Darwin", "watchOS/10.1", "tvOS 17.2", "visionOS/1.0",
+	"HarmonyOS", "Windows CE", "Windows Mobile", "Xbox One", "Nintendo WiiU", "PlayStation Vita 3.61", "PSP",
+	"Macintosh", "Intel", "PPC", "Mac_PowerPC", "Mac OS X Mach-O", "iPod", "iPod touch", "Watch6,1",
+	"MSIE 6.0", "MSIE 11", "Trident", "Edge", "Edg", "OPR", "Silk", "YaBrowser", "Opera", "NX", "Kindle/3.0+",
+	"Mobile Safari", "Mobile Safari/537.36", "Safari/604.1", "Version/4.0 Chrome/99.0", "HMSCore 6.15.0.302",
+	"Linux; U; Android 4.0.3", "Android 6.0.1;", "(Linux; Android 10; K)", "like Gecko", "Gecko", "KHTML,",
 }
 
 var mutVersions = []string{
@@ -420,7 +467,23 @@ func mutate(rng *rand.Rand, base []string) string {
 	pick := func(list []string) string { return list[rng.Intn(len(list))] }
 	pieces := func(s string) []string { return strings.Split(s, " ") }
 	var s string
-	switch rng.Intn(8) {
+	switch rng.Intn(9) {
+	case 8: // soup of separators, digits and pieces of keywords
+		var b strings.Builder
+		for n := 1 + rng.Intn(12); n > 0; n-- {
+			switch rng.Intn(3) {
+			case 0:
+				const soup = " ;/:._,()+\"-!0123456789"
+				b.WriteByte(soup[rng.Intn(len(soup))])
+			case 1:
+				p := pick(mutPhrases)
+				i := rng.Intn(len(p))
+				b.WriteString(p[i : i+rng.Intn(len(p)-i)+1])
+			default:
+				b.WriteString(pick(mutVersions))
+			}
+		}
+		s = b.String()
 	case 0: // random phrases only
 		n := 1 + rng.Intn(7)
 		var b strings.Builder

@@ -3,15 +3,15 @@
 // statsig-io/statsig-server-core, as shipped in statsig-node-core 0.23.2).
 //
 // That parser is a hand-written tokenizer, not a regex set: it splits the user agent on ' '
-// and ';', walks a four-token window and collects tags, versions and "hints", then decides the
-// OS and the browser from them. Its output is not what uap-core's regexes give (families such as
-// "Other", versions with four parts, "0.0.0" when unknown), so ua_based conditions only evaluate
-// like the reference when this port reproduces its quirks too, including the odd ones. Where a
-// rule looks strange below, it is because the reference does it that way; the differential test
-// (difftest_test.go) is what keeps it honest.
-//
-// Parse is pure and allocation-free: all results are substrings of the input or constants.
+// and ';', walks a four-token window collecting tags, versions and "hints", then decides the OS
+// and the browser from them. Its answers are not uap-core's (families such as "Other", versions
+// with four parts, "0.0.0" when unknown), so ua_based conditions only evaluate like the
+// reference when this port reproduces its quirks too, odd ones included. Where a rule below
+// looks strange, the reference does it that way; the differential test (difftest_test.go) is
+// what keeps the port honest, and testdata/agreed.jsonl records the reference's answers.
 package uaparser
+
+import "strings"
 
 // Result is what Statsig's first-party parser derives from a user agent.
 type Result struct{ OSName, OSVersion, BrowserName, BrowserVersion string }
@@ -21,192 +21,161 @@ const unknownVersion = "0.0.0"
 
 // Parse parses ua. It never panics, whatever the input (huge, non-UTF-8, control characters).
 //
-// It works on bytes and never decodes UTF-8, so invalid sequences are just bytes that match no
-// rule, as in the reference (where the Node binding has already replaced them). Work is linear
-// in len(ua); callers apply SC's 1000-character limit before calling.
+// It works on bytes and never decodes UTF-8: every separator and trimmed character of the
+// reference is ASCII, so invalid sequences are just bytes that match no rule. Time is linear in
+// len(ua) and memory constant. Names and versions are constants or substrings of ua; only a
+// version whose separators must be rewritten ("10_15_7" is reported as "10.15.7") allocates.
+// Callers apply SC's limit (a user agent over 1000 bytes is not parsed at all) before calling.
 func Parse(ua string) Result {
-	var st state
-	st.tokenize(ua)
+	var s state
+	s.tokenize(ua)
 	var r Result
-	r.OSName, r.OSVersion = st.decideOS()
-	r.BrowserName, r.BrowserVersion = st.decideBrowser()
+	r.OSName, r.OSVersion = s.decideOS()
+	r.BrowserName, r.BrowserVersion = s.decideBrowser()
 	return r
 }
 
-// tok is one recorded tag with its version. The reference keeps Option<&str> versions, but a
-// present version is never empty (empty pieces become None when trimmed), so "" means none.
-type tok struct {
-	tag, ver string
-	ok       bool // the token exists at all
-}
+// tok is one recorded tag with its version. Tags are never empty, so tag == "" means "no
+// token". The reference keeps Option<&str> versions, but a present version is never empty
+// (empty pieces become None when trimmed), so ver == "" means none.
+type tok struct{ tag, ver string }
 
-// osRule and browserRule index the tag categories that the reference's decision loops look for.
-// The reference first builds the whole token list and then scans it; recording, per category,
-// the first (or, where the reference keeps overwriting, the last) token is equivalent and needs
-// no list, which keeps Parse free of allocations and bounded on any input.
+func (t tok) ok() bool { return t.tag != "" }
+
+// osKind says what the first OS-naming token was (see decideOS).
+type osKind uint8
+
 const (
-	osATV = iota
+	osNone osKind = iota
+	osATV
 	osIOS
-	osCPUOS
-	osVersion
 	osAndroid
-	osAndroidPrefix
+	osAndroidPrefix // a tag that starts with "Android" names the OS but no version
 	osChromecast
 	osRedHat
 	osKindle
 	osUbuntu
-	numOSRules
 )
 
-const (
-	brFirefox = iota
-	brYahooSlurp
-	brSilk
-	brNetFrontNX
-	brYaBrowser
-	brEdge
-	brOpera
-	brAxios
-	brHeadlessChrome
-	numBrowserRules
-)
-
-// state is the tokenizer's result: the reference's TokenizerResult, folded into what the
-// decisions read.
+// state is what the tokenizer leaves for the decisions: the reference's TokenizerResult,
+// folded. The reference builds a token list and then scans it for the first (or last) token
+// with a given tag; recording those tokens while tokenizing gives the same answers with no
+// list, so Parse needs no allocation and constant memory on any input.
 type state struct {
-	n int // number of tokens added so far (the reference's position counter)
-
+	n             int // tokens added so far
 	first, second tok // tokens[0] and tokens[1], read by the CFNetwork rule
 
-	osFirst   [numOSRules]tok
-	osFirstAt [numOSRules]int
-	brFirst   [numBrowserRules]tok
-	brFirstAt [numBrowserRules]int
+	// The OS scan stops at the first token that names an OS. "CPU OS" and "Version" tokens
+	// only count with hints that are known at the end, so they are kept apart, with positions.
+	osTok               tok
+	osTokKind           osKind
+	osTokAt             int
+	cpuOS, firstVer     tok
+	cpuOSAt, firstVerAt int
 
+	// The browser scan stops at the first token of a browser that wins outright; Chrome,
+	// Android and Version tokens only decide when there is none, and then the last ones count.
+	brTok                                tok
 	lastAndroid, lastVersion, lastChrome tok
 
 	possibleOS, possibleBrowser tok
-	botSeen                     bool // a bot token has been the browser candidate
+	botSeen                     bool // a bot has been the browser candidate once
 
 	linuxHint, iosHint, macosHint, windowsHint, mobileHint, safariHint bool
 	playstationHint, huaweiHint, cfnetworkHint, crawlerHint            bool
 }
 
-// addTag records a token, as the reference's add_tag pushing onto its token list.
+// addTag records a token, as the reference's add_tag appending to its token list.
 func (s *state) addTag(tag, ver string) {
-	t := tok{tag: tag, ver: ver, ok: true}
+	t := tok{tag, ver}
 	switch s.n {
 	case 0:
 		s.first = t
 	case 1:
 		s.second = t
 	}
-	if r := osRuleOf(tag); r >= 0 && !s.osFirst[r].ok {
-		s.osFirst[r] = t
-		s.osFirstAt[r] = s.n
-	}
-	if r := browserRuleOf(tag); r >= 0 && !s.brFirst[r].ok {
-		s.brFirst[r] = t
-		s.brFirstAt[r] = s.n
-	}
+	kind := osNone
 	switch tag {
+	case "ATV OS X":
+		kind = osATV
+	case "iPhone OS", "iOS":
+		kind = osIOS
 	case "Android":
+		kind = osAndroid
 		s.lastAndroid = t
+	case "Chromecast":
+		kind = osChromecast
+	case "Red Hat":
+		kind = osRedHat
+	case "Kindle":
+		kind = osKindle
+	case "Ubuntu":
+		kind = osUbuntu
+	case "CPU OS":
+		if !s.cpuOS.ok() {
+			s.cpuOS, s.cpuOSAt = t, s.n
+		}
 	case "Version":
+		if !s.firstVer.ok() {
+			s.firstVer, s.firstVerAt = t, s.n
+		}
 		s.lastVersion = t
 	case "Chrome":
 		s.lastChrome = t
+	case "Firefox", "Yahoo! Slurp", "Silk", "NetFront NX", "YaBrowser", "Edge", "Opera", "axios", "HeadlessChrome":
+		if !s.brTok.ok() {
+			s.brTok = t
+		}
+	default:
+		if strings.HasPrefix(tag, "Android") {
+			kind = osAndroidPrefix
+		}
+	}
+	if kind != osNone && s.osTokKind == osNone {
+		s.osTok, s.osTokKind, s.osTokAt = t, kind, s.n
 	}
 	s.n++
 }
 
-func osRuleOf(tag string) int {
-	switch tag {
-	case "ATV OS X":
-		return osATV
-	case "iPhone OS", "iOS":
-		return osIOS
-	case "CPU OS":
-		return osCPUOS
-	case "Version":
-		return osVersion
-	case "Android":
-		return osAndroid
-	case "Chromecast":
-		return osChromecast
-	case "Red Hat":
-		return osRedHat
-	case "Kindle":
-		return osKindle
-	case "Ubuntu":
-		return osUbuntu
-	}
-	if hasPrefix(tag, "Android") {
-		return osAndroidPrefix
-	}
-	return -1
-}
-
-func browserRuleOf(tag string) int {
-	switch tag {
-	case "Firefox":
-		return brFirefox
-	case "Yahoo! Slurp":
-		return brYahooSlurp
-	case "Silk":
-		return brSilk
-	case "NetFront NX":
-		return brNetFrontNX
-	case "YaBrowser":
-		return brYaBrowser
-	case "Edge":
-		return brEdge
-	case "Opera":
-		return brOpera
-	case "axios":
-		return brAxios
-	case "HeadlessChrome":
-		return brHeadlessChrome
-	}
-	return -1
-}
-
 // addPossibleOS keeps the first OS candidate that has a version.
 func (s *state) addPossibleOS(tag, ver string) {
-	if !s.possibleOS.ok && ver != "" {
-		s.possibleOS = tok{tag: tag, ver: ver, ok: true}
+	if !s.possibleOS.ok() && ver != "" {
+		s.possibleOS = tok{tag, ver}
 	}
 }
 
-// overridePossibleOS replaces the OS candidate, version or not (EdgiOS, CriOS, OculusBrowser).
-func (s *state) overridePossibleOS(tag, ver string) {
-	s.possibleOS = tok{tag: tag, ver: ver, ok: true}
-}
-
-// addPossibleBrowser keeps the last browser candidate that has a version.
+// addPossibleBrowser keeps the last browser candidate that has a version. (The reference also
+// refuses a URL-like tag here when it has a candidate already, but no tag passed here can be.)
 func (s *state) addPossibleBrowser(tag, ver string) {
-	if ver == "" {
-		return
+	if ver != "" {
+		s.possibleBrowser = tok{tag, ver}
 	}
-	// The reference skips a URL-like tag when it already has a candidate; none of the fixed
-	// browser names passed here is URL-like, so only the replacement remains.
-	s.possibleBrowser = tok{tag: tag, ver: ver, ok: true}
 }
 
-// addPossibleBot makes the first bot token the browser candidate, version or not: bot user
-// agents often name themselves again later ("abot/1.0 (abot; ...)"), and the first mention is
-// the one with the version. A later browser with a version still replaces it.
+// addPossibleBot makes the first bot the browser candidate, version or not: bots tend to name
+// themselves again later ("abot/1.0 (abot; ...)"), and the first mention carries the version.
+// A later browser with a version still replaces it.
 func (s *state) addPossibleBot(tag, ver string) {
-	if s.botSeen {
-		return
+	if !s.botSeen {
+		s.botSeen = true
+		s.possibleBrowser = tok{tag, ver}
 	}
-	s.botSeen = true
-	s.possibleBrowser = tok{tag: tag, ver: ver, ok: true}
+}
+
+func (s *state) addPossibleOSTag(tag, ver string) {
+	s.addPossibleOS(tag, ver)
+	s.addTag(tag, ver)
+}
+
+func (s *state) addPossibleBrowserTag(tag, ver string) {
+	s.addPossibleBrowser(tag, ver)
+	s.addTag(tag, ver)
 }
 
 // window is the reference's four-token sliding window over the user agent split on ' ' and
-// ';'. Empty pieces (from doubled separators) are kept: they occupy a slot, which matters for
-// the look-ahead rules ("Windows  NT 10.0" has no NT version for the reference).
+// ';'. Empty pieces (from doubled separators) are kept: they take a slot, which matters for the
+// look-ahead rules ("Windows  NT 10.0" has no NT version for the reference). Pieces are stored
+// trimmed, as the reference trims each one before looking at it.
 type window struct {
 	rest  string
 	done  bool
@@ -222,7 +191,7 @@ func (w *window) init(s string) {
 	}
 }
 
-// pushNext appends the next piece of the input, if any.
+// pushNext appends the next piece of the input, if there is one.
 func (w *window) pushNext() {
 	if w.done {
 		return
@@ -238,7 +207,7 @@ func (w *window) pushNext() {
 	} else {
 		w.rest = w.rest[i+1:]
 	}
-	w.buf[(w.start+w.size)&3] = piece
+	w.buf[(w.start+w.size)&3] = trimInvalid(piece)
 	w.size++
 }
 
@@ -250,15 +219,17 @@ func (w *window) slide(n int) {
 	}
 }
 
-// at returns the i-th piece of the window, trimmed; "" when absent or trimmed away.
+// at returns the i-th piece of the window; "" when absent or trimmed away (None).
 func (w *window) at(i int) string {
 	if i >= w.size {
 		return ""
 	}
-	return trimInvalid(w.buf[(w.start+i)&3])
+	return w.buf[(w.start+i)&3]
 }
 
-// consumeIfNumeric returns t and slides past it when it starts with an ASCII digit.
+// consumeIfNumeric returns t, and slides the window by one, when t starts with an ASCII digit.
+// The slide drops the window's front, not t itself, exactly as the reference does; the rules
+// below count their slides with that in mind.
 func (w *window) consumeIfNumeric(t string) string {
 	if t != "" && isDigit(t[0]) {
 		w.slide(1)
@@ -289,30 +260,8 @@ func trimInvalid(s string) string {
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
-func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
-
-func contains(s, sub string) bool {
-	n := len(sub)
-	for i := 0; i+n <= len(s); i++ {
-		if s[i:i+n] == sub {
-			return true
-		}
-	}
-	return false
-}
-
-// cutAny splits s at the first '/', ';' or ':'.
-func cutAny(s string) (before, after string, found bool) {
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '/', ';', ':':
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
-}
-
-// tokenize is the reference's Tokenizer::run.
+// tokenize is the reference's Tokenizer::run. The order of the cases matters: the first that
+// matches wins.
 func (s *state) tokenize(ua string) {
 	var w window
 	w.init(ua)
@@ -323,21 +272,21 @@ func (s *state) tokenize(ua string) {
 			continue
 		}
 		switch {
-		case hasPrefix(curr, "AppleTV"):
+		case strings.HasPrefix(curr, "AppleTV"):
 			s.addTag("ATV OS X", "")
 			w.slide(1)
 		case curr == "like" && next1 == "Mac" && next2 == "OS":
 			// "like Mac OS X" in iOS user agents must not make the device a Mac.
 			w.slide(3)
-		case curr == "Mac" && next1 == "OS" && next2 == "X":
-			s.macosHint = true
-			s.addPossibleOSTag("Mac OS X", w.consumeIfNumeric(next3))
-			w.slide(2)
 		case curr == "Mac" && next1 == "OS":
-			// The reference skips as if an "X" were there, so the token after the version (or
-			// after "Mac OS", when no version follows) is never looked at.
+			// Without the "X" the reference still skips as if it were there, so the token after
+			// "Mac OS <version>" (or after "Mac OS", when no version follows) goes unseen.
 			s.macosHint = true
-			s.addPossibleOSTag("Mac OS X", w.consumeIfNumeric(next2))
+			v := next2
+			if next2 == "X" {
+				v = next3
+			}
+			s.addPossibleOSTag("Mac OS X", w.consumeIfNumeric(v))
 			w.slide(2)
 		case curr == "iOS" || curr == "iPadOS":
 			s.addPossibleOSTag("iOS", w.consumeIfNumeric(next1))
@@ -346,13 +295,13 @@ func (s *state) tokenize(ua string) {
 		case curr == "iPhone" && next1 == "OS":
 			s.addPossibleOSTag("iOS", w.consumeIfNumeric(next2))
 			w.slide(1)
-		case hasPrefix(curr, "iPad"):
+		case strings.HasPrefix(curr, "iPad"):
 			s.iosHint = true
-			s.addTag("iPad", trimInvalid(afterFirst(curr, "iPad")))
-		case hasPrefix(curr, "iPhone"):
+			s.addTag("iPad", trimInvalid(secondPiece(curr, "iPad")))
+		case strings.HasPrefix(curr, "iPhone"):
 			s.iosHint = true
-			s.addTag("iPhone", trimInvalid(afterFirst(curr, "iPhone")))
-		case hasPrefix(curr, "Apple-iPhone7C2"):
+			s.addTag("iPhone", trimInvalid(secondPiece(curr, "iPhone")))
+		case strings.HasPrefix(curr, "Apple-iPhone7C2"):
 			s.iosHint = true
 			s.addTag("iPhone", "")
 		case curr == "CPU" && next1 == "OS":
@@ -376,21 +325,23 @@ func (s *state) tokenize(ua string) {
 		case curr == "Windows" && next1 == "Phone":
 			s.addPossibleOSTag("Windows Phone", w.consumeIfNumeric(next2))
 			w.slide(1)
-		case hasPrefix(curr, "Windows"):
+		case strings.HasPrefix(curr, "Windows"):
 			s.windowsHint = true
 			var v string
 			switch {
 			case next1 == "NT":
 				if v = w.consumeIfNumeric(next2); v != "" {
-					w.slide(1) // the "NT" as well
+					w.slide(1) // past the "NT" as well
 				}
-			case hasPrefix(next1, "XP"):
+			case strings.HasPrefix(next1, "XP"):
 				w.slide(1)
 				v = "XP"
 			default:
 				v = w.consumeIfNumeric(next1)
 			}
 			s.addPossibleOSTag("Windows", v)
+		case curr == "MSIE":
+			s.addPossibleBrowserTag("IE", w.consumeIfNumeric(next1))
 		case curr == "Yahoo!" && next1 == "Slurp":
 			s.addTag("Yahoo! Slurp", "")
 			w.slide(1)
@@ -408,8 +359,18 @@ func (s *state) tokenize(ua string) {
 		case curr == "Nintendo" && next1 == "3DS":
 			s.addTag("NetFront NX", "")
 			w.slide(1)
-		case curr == "MSIE":
-			s.addPossibleBrowserTag("IE", w.consumeIfNumeric(next1))
+		case curr == "Better" && next1 == "Uptime" && next2 == "Bot":
+			// Monitoring bots named in several words; no word alone means anything.
+			s.addPossibleBot("Better Uptime Bot", "")
+			w.slide(2)
+		case curr == "Radius" && next1 == "Compilance" && next2 == "Bot":
+			s.addPossibleBot("Radius Compilance Bot", "")
+			w.slide(2)
+		case curr == "Uptime" && next1 == "Monitoring" && next2 == "Bot":
+			s.addPossibleBot("Uptime Monitoring Bot", "")
+			w.slide(2)
+		case curr == "AdsBot-Google-Mobile":
+			s.addPossibleBot("AdsBot-Google", "")
 		case curr == "like" || len(curr) <= 2:
 			w.slide(1)
 			continue
@@ -420,60 +381,67 @@ func (s *state) tokenize(ua string) {
 	}
 }
 
-// tokenizeRest handles a token with no special meaning for the window: "tag/version" (or
-// "tag;version", "tag:version"), with some tags renamed or turned into hints.
+// tokenizeRest handles a token the window rules did not take: "tag/version" (or "tag:version";
+// a ';' cannot be left in a token), some tags renamed or turned into hints.
 func (s *state) tokenizeRest(curr string) {
 	tag, ver := curr, ""
-	if before, after, found := cutAny(curr); found {
+	if i := indexVersionSep(curr); i >= 0 {
 		// A token like "/5" keeps its whole text as the tag.
-		if t := trimInvalid(before); t != "" {
+		if t := trimInvalid(curr[:i]); t != "" {
 			tag = t
 		}
-		ver = trimInvalid(after)
+		ver = trimInvalid(curr[i+1:])
 	}
-	switch {
-	case tag == "Kindle":
+	switch tag {
+	case "Kindle":
 		s.addPossibleOS("Kindle", ver)
 		s.addPossibleBrowserTag("Kindle", ver)
-	case tag == "FxiOS":
+		return
+	case "FxiOS":
 		s.addPossibleBrowserTag("Firefox iOS", ver)
-	case tag == "EdgiOS":
-		// Edge on iOS claims to be a Mac; the OS is iOS after all.
-		if s.possibleOS.ok && s.possibleOS.tag == "Mac OS X" {
-			s.overridePossibleOS("iOS", "")
-		}
+		return
+	case "EdgiOS":
+		// Edge on iPadOS claims to be a Mac; the OS is iOS after all.
+		s.macToIOS()
 		s.addPossibleBrowserTag("Edge Mobile", ver)
-	case tag == "CriOS":
+		return
+	case "CriOS":
 		s.iosHint = true
-		if s.possibleOS.ok && s.possibleOS.tag == "Mac OS X" {
-			s.overridePossibleOS("iOS", "")
-		}
+		s.macToIOS()
 		s.addPossibleBrowserTag("Chrome Mobile iOS", ver)
-	case tag == "GSA":
+		return
+	case "GSA":
 		s.addPossibleBrowserTag("Google", ver)
-	case tag == "YisouSpider":
+		return
+	case "YisouSpider":
 		s.addPossibleBrowserTag("YisouSpider", ver)
-	case tag == "Edg" || tag == "Edge":
+		return
+	case "Edg", "Edge":
 		s.addTag("Edge", ver)
-	case tag == "OPR":
+		return
+	case "OPR":
 		s.addTag("Opera", ver)
-	case tag == "SamsungBrowser":
+		return
+	case "SamsungBrowser":
 		s.addPossibleBrowserTag("Samsung Internet", ver)
-	case tag == "HuaweiBrowser":
+		return
+	case "HuaweiBrowser":
 		s.huaweiHint = true
 		s.addTag("HuaweiBrowser", ver)
-	case tag == "ChatGPT-User":
-		s.addPossibleBrowserTag("ChatGPT-User", ver)
-	case tag == "OAI-SearchBot":
-		s.addPossibleBrowserTag("OAI-SearchBot", ver)
-	case tag == "NX":
+		return
+	case "ChatGPT-User", "OAI-SearchBot", "Electron":
+		s.addPossibleBrowserTag(tag, ver)
+		return
+	case "NX":
 		s.addPossibleBrowserTag("NetFront NX", ver)
-	case tag == "Electron":
-		s.addPossibleBrowserTag("Electron", ver)
-	case tag == "IEMobile":
+		return
+	case "IEMobile":
 		s.addPossibleBrowserTag("IE Mobile", ver)
-	case contains(tag, "Bot") || contains(tag, "bot") || contains(tag, "crawler") || contains(tag, "Crawler"):
-		// Bots are named by their token even without a version, and are not tokens.
+		return
+	}
+	switch {
+	case isBotTag(tag):
+		// A bot is named by its token, even without a version, and is not a token itself.
 		s.addPossibleBot(tag, ver)
 	case tag == "Mobile":
 		s.mobileHint = true
@@ -484,46 +452,58 @@ func (s *state) tokenizeRest(curr string) {
 	case tag == "CFNetwork":
 		s.cfnetworkHint = true
 		s.iosHint = true
-	case contains(tag, "crawler") || contains(ver, "crawler"):
+	case strings.Contains(ver, "crawler"): // a "crawler" tag was taken as a bot above
 		s.crawlerHint = true
 	case tag == "OculusBrowser":
-		// The Quest browser says Linux, but the reference calls it Android.
-		s.overridePossibleOS("Android", "")
+		// The Quest browser says Linux; the reference calls it Android.
+		s.possibleOS = tok{"Android", ""}
 	default:
 		s.addTag(tag, ver)
 	}
 }
 
-func (s *state) addPossibleOSTag(tag, ver string) {
-	s.addPossibleOS(tag, ver)
-	s.addTag(tag, ver)
-}
-
-func (s *state) addPossibleBrowserTag(tag, ver string) {
-	s.addPossibleBrowser(tag, ver)
-	s.addTag(tag, ver)
-}
-
-// afterFirst returns what follows the first sep in s up to the next sep, as Rust's
-// s.split(sep).nth(1) does.
-func afterFirst(s, sep string) string {
-	i := index(s, sep)
-	if i < 0 {
-		return ""
-	}
-	rest := s[i+len(sep):]
-	if j := index(rest, sep); j >= 0 {
-		return rest[:j]
-	}
-	return rest
-}
-
-func index(s, sub string) int {
-	n := len(sub)
-	for i := 0; i+n <= len(s); i++ {
-		if s[i:i+n] == sub {
+// indexVersionSep is strings.IndexAny(s, "/;:") without building a character set per call.
+func indexVersionSep(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '/' || c == ';' || c == ':' {
 			return i
 		}
 	}
 	return -1
+}
+
+// macToIOS turns a "Mac OS X" OS candidate into iOS without a version: iOS browsers in
+// desktop mode claim to be Macs.
+func (s *state) macToIOS() {
+	if s.possibleOS.tag == "Mac OS X" {
+		s.possibleOS = tok{"iOS", ""}
+	}
+}
+
+// isBotTag reports whether tag contains "Bot", "bot", "crawler" or "Crawler".
+func isBotTag(tag string) bool {
+	for i := 1; i+1 < len(tag); i++ {
+		switch tag[i] {
+		case 'o':
+			if tag[i+1] == 't' && (tag[i-1] == 'B' || tag[i-1] == 'b') {
+				return true
+			}
+		case 'r':
+			if strings.HasPrefix(tag[i:], "rawler") && (tag[i-1] == 'c' || tag[i-1] == 'C') {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// secondPiece returns what follows the first sep in s, up to the next sep (Rust's
+// s.split(sep).nth(1)).
+func secondPiece(s, sep string) string {
+	_, rest, found := strings.Cut(s, sep)
+	if !found {
+		return ""
+	}
+	piece, _, _ := strings.Cut(rest, sep)
+	return piece
 }
