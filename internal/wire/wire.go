@@ -37,6 +37,19 @@ const (
 	MsgEndpoint = "Sigedge-Endpoint"
 	// MsgSource says who produced the batch: "sdk" or "proxy" (exposures of HTTP evaluations).
 	MsgSource = "Sigedge-Source"
+	// MsgClientTime is the STATSIG-CLIENT-TIME the SDK sent (Unix milliseconds), when it sent one.
+	MsgClientTime = "Sigedge-Client-Time"
+	// MsgPart is "i/n" when a batch larger than the server's max payload was split into n messages
+	// (i from 1); absent when the batch is one message.
+	MsgPart = "Sigedge-Part"
+)
+
+// Values of MsgEndpoint and MsgSource.
+const (
+	EndpointLogEvent = "log_event"
+	EndpointRgstr    = "rgstr"
+	SourceSDK        = "sdk"
+	SourceProxy      = "proxy"
 )
 
 // Dead-letter message headers, added to a batch Statsig refused for good.
