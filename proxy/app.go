@@ -19,8 +19,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/statsig-io/ip3country-go/pkg/countrylookup"
 
 	"github.com/sigedge/sigedge/configcache"
+	"github.com/sigedge/sigedge/evalcore"
 	"github.com/sigedge/sigedge/internal/admin"
 	"github.com/sigedge/sigedge/internal/config"
 	"github.com/sigedge/sigedge/internal/natsutil"
@@ -49,6 +51,10 @@ type App struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	cache    *configcache.Cache
+	rsMetric *ruleSetMetrics  // dcs.go, idlists.go: answers of the rule-set and ID-list endpoints
+	events   *queue.Publisher // events.go: the event stream's publisher, also for proxy-made exposures
+	intake   *eventIntake     // events.go: log_event and rgstr
+	eval     *evalService     // eval.go: check_gate, get_config, get_layer, initialize
 	httpSrv  *http.Server
 
 	addr      net.Addr
@@ -99,11 +105,21 @@ func NewApp(ctx context.Context, o AppOptions) (_ *App, err error) {
 	for _, w := range warnings {
 		a.logger.Warn(w)
 	}
+	if err := a.startEvents(); err != nil {
+		return nil, err
+	}
 
-	a.cache, err = configcache.New(configcache.Options{Config: a.cfg, Logger: a.logger})
+	a.cache, err = configcache.New(ctx, configcache.Options{
+		Config: a.cfg, Logger: a.logger, Registry: a.registry, Version: a.version,
+		JetStream: a.js, MaxShareValue: int(a.nc.MaxPayload()),
+		// The IP → country table is built once per process (a few MB) and shared by every key.
+		EvaluatorOptions: evalcore.EvaluatorOptions{Countries: countrylookup.New()},
+	})
 	if err != nil {
 		return nil, err
 	}
+	a.rsMetric = newRuleSetMetrics(a.registry)
+	a.eval = a.newEvalService()
 
 	a.admin.AddCheck("nats", func() error {
 		if !a.connected.Load() || !a.nc.IsConnected() {
@@ -183,6 +199,12 @@ func (a *App) Shutdown(ctx context.Context) error {
 }
 
 func (a *App) closeDeps() {
+	if a.eval != nil {
+		// Exposures still queued go to the stream before the connection is drained.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		a.eval.Close(ctx)
+		cancel()
+	}
 	if a.cache != nil {
 		a.cache.Close()
 	}

@@ -11,6 +11,7 @@ func newRouter(a *App) http.Handler {
 	// Each group of endpoints registers itself from its own file.
 	a.registerRuleSets(mux) // dcs.go: download_config_specs, get_id_lists, ID-list files
 	a.registerEvents(mux)   // events.go: log_event, rgstr
+	a.eval.register(mux)    // eval.go: check_gate, get_config, get_layer, initialize
 	mux.HandleFunc("POST /v1/sdk_exception", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusAccepted, map[string]any{"success": true})
 	})

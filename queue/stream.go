@@ -1,9 +1,33 @@
 // Package queue is sigedge's durable event queue on NATS JetStream: the stream definitions shared by
-// the proxy (which publishes SDK event batches) and the forwarder (which consumes them).
+// the proxy (which publishes SDK event batches) and the forwarder (which consumes them), and the
+// proxy's side of it: decoding SDK bodies and publishing batches.
 //
 // One message is one batch as an SDK sent it (decompressed JSON {"events":[…],"statsigMetadata":…}),
-// with the headers of internal/wire (SDK key, SDK type/version, receive time, event count). Batches
-// are published to <subject_prefix>.<key hash>, so operators can see and limit traffic per key.
+// with the headers of internal/wire (SDK key, SDK type/version, receive time, event count, endpoint,
+// source). Batches are published to <subject_prefix>.<key hash>, so operators can see and limit
+// traffic per key. Every message carries a Nats-Msg-Id derived from the batch, so an SDK's retry of
+// a batch within the stream's duplicate window is stored once. A batch larger than the server's max
+// payload is split by events into several messages (header wire.MsgPart = "i/n").
+//
+// The interface is small:
+//
+//   - EnsureStreams creates the streams at start-up (idempotent; never changes an existing stream).
+//   - BodyDecoder.Decompress undoes any Content-Encoding an SDK sends (gzip, deflate, zstd, br),
+//     bounded by a size limit; DecodeBatch validates the JSON and splits it into raw events, dropping
+//     (and counting) malformed events rather than refusing the good ones beside them.
+//   - Publisher.Publish stores a decoded SDK batch; Publisher.PublishBatch stores events the proxy
+//     produces itself (exposures of its HTTP evaluations). Both return only once JetStream
+//     acknowledged every message, or an error wrapping ErrUnavailable (nothing may be assumed
+//     stored; answer 503 so the client retries).
+//
+// For example, the proxy's evaluation endpoints log an exposure with:
+//
+//	meta := queue.BatchMeta{Endpoint: wire.EndpointLogEvent, Source: wire.SourceProxy}
+//	err := pub.PublishBatch(ctx, sdkKey, meta, [][]byte{exposureJSON})
+//
+// With proxy.exposure_dedupe enabled, the Publisher drops exposure events already stored within the
+// window (same key, unit IDs, spec, rule and value); they are remembered only once stored, so a
+// failed publish never makes its retry look like a duplicate.
 package queue
 
 import (
@@ -23,11 +47,13 @@ func StreamConfig(cfg config.Stream) jetstream.StreamConfig {
 		Name:        cfg.Name,
 		Description: "sigedge: Statsig SDK event batches waiting for the forwarder",
 		Subjects:    []string{cfg.SubjectPrefix + ".>"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		MaxAge:      cfg.MaxAge,
-		MaxBytes:    int64(cfg.MaxBytes),
+		// WorkQueue: a batch leaves the stream once the forwarder acked it (Statsig accepted it), so
+		// max_bytes bounds the backlog of unsent events, not a week of history.
+		Retention: jetstream.WorkQueuePolicy,
+		Storage:   jetstream.FileStorage,
+		Replicas:  cfg.Replicas,
+		MaxAge:    cfg.MaxAge,
+		MaxBytes:  int64(cfg.MaxBytes),
 		// DiscardNew: a full stream refuses new batches, so the proxy answers 503 and the SDK keeps
 		// its events and retries, instead of old unsent events being dropped silently.
 		Discard:    jetstream.DiscardNew,
@@ -44,7 +70,7 @@ func DeadLetterConfig(cfg config.Stream) jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
-		MaxAge:      cfg.MaxAge,
+		MaxAge:      cfg.DeadLetterMaxAge,
 		MaxBytes:    int64(cfg.MaxBytes),
 		Discard:     jetstream.DiscardOld,
 	}
@@ -80,6 +106,9 @@ func diffStream(have, want jetstream.StreamConfig) []string {
 	}
 	if strings.Join(have.Subjects, ",") != strings.Join(want.Subjects, ",") {
 		add("subjects", have.Subjects, want.Subjects)
+	}
+	if have.Retention != want.Retention {
+		add("retention", have.Retention, want.Retention)
 	}
 	if have.Replicas != want.Replicas {
 		add("replicas", have.Replicas, want.Replicas)

@@ -253,6 +253,8 @@ type Stream struct {
 	MaxBytes ByteSize      `yaml:"max_bytes"`
 	// DeadLetterName is the stream that keeps batches Statsig refused for good.
 	DeadLetterName string `yaml:"dead_letter_name"`
+	// DeadLetterMaxAge is how long dead-lettered batches are kept for replay.
+	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
 	// DuplicateWindow is how long a batch id is remembered, so an SDK's retry is not stored twice.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
 }
@@ -322,13 +324,14 @@ func Default() Config {
 			ReconnectWait:  time.Second,
 			PublishTimeout: 5 * time.Second,
 			Stream: Stream{
-				Name:            "SIGEDGE_EVENTS",
-				SubjectPrefix:   "sigedge.events",
-				Replicas:        1,
-				MaxAge:          7 * 24 * time.Hour,
-				MaxBytes:        10 * GiB,
-				DeadLetterName:  "SIGEDGE_DEADLETTER",
-				DuplicateWindow: 10 * time.Minute,
+				Name:             "SIGEDGE_EVENTS",
+				SubjectPrefix:    "sigedge.events",
+				Replicas:         1,
+				MaxAge:           7 * 24 * time.Hour,
+				MaxBytes:         10 * GiB,
+				DeadLetterName:   "SIGEDGE_DEADLETTER",
+				DeadLetterMaxAge: 30 * 24 * time.Hour,
+				DuplicateWindow:  10 * time.Minute,
 			},
 		},
 		Limits: Limits{MaxBodyBytes: 10 * MiB, MaxSDKKeys: 1000, MaxUserBytes: 64 * KiB},

@@ -259,6 +259,7 @@ func (c *Config) Validate() error {
 		bad("nats.stream.replicas", "must be 1 with the embedded single server, got %d", s.Replicas)
 	}
 	positive("nats.stream.max_age", s.MaxAge)
+	positive("nats.stream.dead_letter_max_age", s.DeadLetterMaxAge)
 	if s.MaxBytes <= 0 {
 		bad("nats.stream.max_bytes", "must be positive, got %s", s.MaxBytes)
 	}

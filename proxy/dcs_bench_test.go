@@ -1,0 +1,205 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sigedge/sigedge/configcache/configcachetest"
+	"github.com/sigedge/sigedge/internal/config"
+)
+
+// loadPayload is the shared conformance project (~430 kB dcs-v2) when present, else a generated
+// rule set of similar size.
+func loadPayload(b testing.TB) []byte {
+	if data, err := os.ReadFile(filepath.Join("..", "..", "shared", "conformance", "eval_proj_dcs.json")); err == nil {
+		return data
+	}
+	s := configcachetest.Spec{Time: 1000}
+	for i := 0; len(s.V2()) < 430_000; i++ {
+		s.Gates = append(s.Gates, configcachetest.Gate{Name: fmt.Sprintf("generated_gate_with_a_longish_name_%05d", i), Pass: i%2 == 0})
+	}
+	b.Logf("../shared/conformance/eval_proj_dcs.json not found: using a generated rule set")
+	return s.V2()
+}
+
+// BenchmarkDCS measures rule-set answers per second through the proxy and, in the same run,
+// through a minimal Go server returning the same bytes (the practical limit on this machine):
+//
+//	go test -run '^$' -bench BenchmarkDCS -benchtime 5s ./proxy/
+//
+// Both servers and the load-generating client share the machine; compare the req/s metric of
+// proxy/… with baseline/… for the same case.
+func BenchmarkDCS(b *testing.B) {
+	payload := loadPayload(b)
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	_, _ = zw.Write(payload)
+	_ = zw.Close()
+	var head struct {
+		Time int64 `json:"time"`
+	}
+	if err := json.Unmarshal(payload, &head); err != nil {
+		b.Fatal(err)
+	}
+	key := "secret-bench"
+
+	up := configcachetest.New(b)
+	up.SetPayload(key, 2, payload)
+	cfg := rsConfig(b, up, func(c *config.Config) {
+		c.RuleSets.PollInterval = 10 * time.Second
+		c.RuleSets.PollJitter = time.Second
+		c.RuleSets.Share.LeaseTTL = 30 * time.Second
+		c.Log.Level = "warn"
+	})
+	_, proxyURL, _ := rsStartProxy(b, cfg)
+	baseURL := benchBaseline(b, payload, gz.Bytes())
+
+	since := strconv.FormatInt(head.Time, 10)
+	cases := []struct {
+		name, query, encoding string
+	}{
+		{"full", "", ""},
+		{"full_gzip", "", "gzip"},
+		{"has_updates_false", "?sinceTime=" + since, "gzip"},
+	}
+	for _, tc := range cases {
+		for _, target := range []struct{ name, base string }{{"proxy", proxyURL}, {"baseline", baseURL}} {
+			b.Run(tc.name+"/"+target.name, func(b *testing.B) {
+				url := target.base + "/v2/download_config_specs/" + key + ".json" + tc.query
+				benchGet(b, url, key, tc.encoding)
+			})
+		}
+	}
+}
+
+// benchBaseline is the practical limit: a minimal net/http server answering the same bytes with
+// the same framing (Content-Type, Content-Length, gzip when asked), nothing else.
+func benchBaseline(b testing.TB, payload, gz []byte) string {
+	noUpdates := []byte(`{"has_updates":false}`)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := payload
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("sinceTime") != "" {
+			body = noUpdates
+		} else if r.Header.Get("Accept-Encoding") == "gzip" {
+			body = gz
+			w.Header().Set("Content-Encoding", "gzip")
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// benchGet runs parallel GETs on 127.0.0.1 (16 goroutines on 2 cores) and reports req/s and MB/s.
+func benchGet(b *testing.B, url, key, encoding string) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
+	b.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	get := func(buf []byte) (int, error) {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("STATSIG-API-KEY", key)
+		if encoding != "" {
+			req.Header.Set("Accept-Encoding", encoding)
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for {
+			m, err := res.Body.Read(buf)
+			n += m
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				res.Body.Close()
+				return n, err
+			}
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return n, fmt.Errorf("status %d", res.StatusCode)
+		}
+		return n, nil
+	}
+	n, err := get(make([]byte, 64<<10)) // warm the cache and check the answer once
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(n))
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 64<<10)
+		for pb.Next() {
+			if _, err := get(buf); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
+
+// TestLoadTargets serves the benchmark's proxy and baseline for an external load tool. It is
+// opt-in: SIGEDGE_LOAD_TARGETS=60s keeps both up for 60 s and writes their URLs (proxy, then
+// baseline, one per line) to SIGEDGE_LOAD_TARGETS_FILE. With wrk (apt-get install wrk):
+//
+//	SIGEDGE_LOAD_TARGETS=120s SIGEDGE_LOAD_TARGETS_FILE=/tmp/targets go test -run TestLoadTargets ./proxy/ &
+//	wrk -t2 -c32 -d10s -H 'Accept-Encoding: gzip' "$(sed -n 1p /tmp/targets)/v2/download_config_specs/secret-bench.json"
+//	wrk -t2 -c32 -d10s -H 'Accept-Encoding: gzip' "$(sed -n 2p /tmp/targets)/v2/download_config_specs/secret-bench.json"
+func TestLoadTargets(t *testing.T) {
+	d, err := time.ParseDuration(os.Getenv("SIGEDGE_LOAD_TARGETS"))
+	if err != nil || d <= 0 {
+		t.Skip("set SIGEDGE_LOAD_TARGETS=<duration> (and SIGEDGE_LOAD_TARGETS_FILE) to serve load-test targets")
+	}
+	payload := loadPayload(t)
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	_, _ = zw.Write(payload)
+	_ = zw.Close()
+	var head struct {
+		Time int64 `json:"time"`
+	}
+	if err := json.Unmarshal(payload, &head); err != nil {
+		t.Fatal(err)
+	}
+	up := configcachetest.New(t)
+	up.SetPayload("secret-bench", 2, payload)
+	cfg := rsConfig(t, up, func(c *config.Config) {
+		c.RuleSets.PollInterval = 10 * time.Second
+		c.RuleSets.PollJitter = time.Second
+		c.RuleSets.Share.LeaseTTL = 30 * time.Second
+		c.Log.Level = "warn"
+	})
+	_, proxyURL, _ := rsStartProxy(t, cfg)
+	baseURL := benchBaseline(t, payload, gz.Bytes())
+	if st, _, _ := rsDo(t, "GET", proxyURL+"/v2/download_config_specs/secret-bench.json", "", nil); st != 200 {
+		t.Fatalf("warm-up: %d", st)
+	}
+	if f := os.Getenv("SIGEDGE_LOAD_TARGETS_FILE"); f != "" {
+		if err := os.WriteFile(f, []byte(proxyURL+"\n"+baseURL+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("proxy %s, baseline %s, lcut %d", proxyURL, baseURL, head.Time)
+	time.Sleep(d) // serving for the external load tool; nothing to await
+}

@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	statsig "github.com/statsig-io/go-sdk"
+
+	"github.com/sigedge/sigedge/internal/sdktest"
+)
+
+// flakyFront sits between an official SDK and the proxy. The first log_event it sees is passed to
+// the proxy, which stores it, and then answered 503: the reply is "lost", the way a timeout or a
+// dropped connection loses it. The SDK must retry, and the retry must not be stored twice.
+type flakyFront struct {
+	t       *testing.T
+	backend string
+	srv     *httptest.Server
+
+	mu       sync.Mutex
+	failed   bool
+	bodies   [][]byte // decoded log_event bodies, in arrival order
+	statuses []int    // what the client was answered, per log_event
+}
+
+func newFlakyFront(t *testing.T, backend string) *flakyFront {
+	f := &flakyFront{t: t, backend: backend}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *flakyFront) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, f.backend+r.URL.RequestURI(), bytes.NewReader(body))
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	reply, _ := io.ReadAll(resp.Body)
+	status := resp.StatusCode
+	if strings.HasSuffix(r.URL.Path, "/log_event") {
+		f.mu.Lock()
+		f.bodies = append(f.bodies, body)
+		if !f.failed && status == http.StatusAccepted {
+			f.failed = true
+			status, reply = http.StatusServiceUnavailable, []byte(`{"success":false,"error":"injected: reply lost"}`)
+		}
+		f.statuses = append(f.statuses, status)
+		f.mu.Unlock()
+	}
+	for k, vs := range resp.Header {
+		if k != "Content-Length" {
+			w.Header()[k] = vs
+		}
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(reply)
+}
+
+func (f *flakyFront) logEventStatuses() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]int(nil), f.statuses...)
+}
+
+// countTagged counts, in the event stream, the events named name by their metadata.seq.
+func (e *intakeEnv) countTagged(name string) map[string]int {
+	e.t.Helper()
+	counts := map[string]int{}
+	for _, raw := range eventsIn(e.t, e.messages()) {
+		var ev struct {
+			EventName string         `json:"eventName"`
+			Metadata  map[string]any `json:"metadata"`
+		}
+		if err := json.Unmarshal([]byte(raw), &ev); err != nil {
+			e.t.Fatalf("stored event is not JSON: %v", err)
+		}
+		if ev.EventName == name {
+			counts[fmt.Sprint(ev.Metadata["seq"])]++
+		}
+	}
+	return counts
+}
+
+// checkExactlyOnce fails unless seq 0..n-1 are each stored once, and the SDK retried after the
+// injected failure.
+func checkExactlyOnce(t *testing.T, e *intakeEnv, f *flakyFront, name string, n int) {
+	t.Helper()
+	counts := e.countTagged(name)
+	var bad []string
+	for i := 0; i < n; i++ {
+		if c := counts[fmt.Sprint(i)]; c != 1 {
+			bad = append(bad, fmt.Sprintf("seq %d stored %d times", i, c))
+		}
+	}
+	if len(counts) != n {
+		bad = append(bad, fmt.Sprintf("%d distinct events stored, %d sent", len(counts), n))
+	}
+	if len(bad) > 0 {
+		t.Fatalf("%s: %s", name, strings.Join(bad, "; "))
+	}
+	st := f.logEventStatuses()
+	if len(st) < 2 || st[0] != http.StatusServiceUnavailable || st[len(st)-1] != http.StatusAccepted {
+		t.Fatalf("log_event answers %v: want the injected 503 and then a retry answered 202", st)
+	}
+	if dups := e.metricValue("sigedge_queue_duplicate_messages_total", nil); dups < 1 {
+		t.Errorf("the retry was not recognised as a duplicate (duplicates metric %v)", dups)
+	}
+}
+
+func TestGoSDKEventsStoredExactlyOnce(t *testing.T) {
+	e := startIntake(t, intakeConfig(t))
+	f := newFlakyFront(t, e.base)
+	opts := &statsig.Options{
+		API:                  f.srv.URL + "/v1",
+		LoggingInterval:      time.Hour, // flushed at Shutdown, in one batch
+		LoggingMaxBufferSize: 1000,
+		ConfigSyncInterval:   time.Hour,
+		IDListSyncInterval:   time.Hour,
+		InitTimeout:          5 * time.Second,
+		IPCountryOptions:     statsig.IPCountryOptions{Disabled: true},
+		UAParserOptions:      statsig.UAParserOptions{Disabled: true},
+		OutputLoggerOptions:  statsig.OutputLoggerOptions{LogCallback: func(string, error) {}},
+		StatsigLoggerOptions: statsig.StatsigLoggerOptions{DisableInitDiagnostics: true, DisableSyncDiagnostics: true, DisableApiDiagnostics: true},
+	}
+	// No rule set is served for this key: the SDK initialises without rules, and logging works.
+	c := statsig.NewClientWithOptions(intakeServerKey, opts)
+	const n = 50
+	for i := 0; i < n; i++ {
+		c.LogEvent(statsig.Event{EventName: "go_sdk_event", User: statsig.User{UserID: fmt.Sprint("u", i)},
+			Value: fmt.Sprint(i), Metadata: map[string]string{"seq": fmt.Sprint(i)}})
+	}
+	done := make(chan struct{})
+	go func() { c.Shutdown(); close(done) }() // flushes synchronously, retrying 503 after 1 s
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("go-sdk Shutdown did not return")
+	}
+	checkExactlyOnce(t, e, f, "go_sdk_event", n)
+}
+
+func TestNodeSDKEventsStoredExactlyOnce(t *testing.T) {
+	sdktest.NodeModules(t) // skips without node
+	tests := []struct {
+		name, event, script string
+	}{
+		{"statsig-node", "node_sdk_event", `
+const statsig = require('statsig-node');
+const FRONT = process.env.FRONT;
+// Every request, including sdk_exception (hard-coded to statsigapi.net), goes to the test front.
+const networkOverrideFunc = (url, init) => fetch(url.replace(/^https?:\/\/[^/]+/, FRONT), init);
+(async () => {
+  await statsig.initialize(process.env.KEY, {
+    api: FRONT + '/v1', networkOverrideFunc, loggingIntervalMs: 3600000, loggingMaxBufferSize: 1000,
+    postLogsRetryBackoff: 100, disableDiagnostics: true, initTimeoutMs: 1000,
+    rulesetsSyncIntervalMs: 3600000, idListsSyncIntervalMs: 3600000, disableIdListsSync: true,
+  });
+  for (let i = 0; i < Number(process.env.N); i++) {
+    statsig.logEvent({userID: 'u' + i}, 'node_sdk_event', i, {seq: String(i)});
+  }
+  await statsig.flush();
+  await statsig.shutdownAsync();
+  console.log('done');
+})().catch((e) => { console.error(e); process.exit(1); });
+`},
+		{"statsig-node-core", "core_sdk_event", `
+const { Statsig, StatsigUser } = require('@statsig/statsig-node-core');
+const FRONT = process.env.FRONT;
+(async () => {
+  const s = new Statsig(process.env.KEY, {
+    specsUrl: FRONT + '/v2/download_config_specs', logEventUrl: FRONT + '/v1/log_event',
+    outputLogLevel: 'none', initTimeoutMs: 5000, specsSyncIntervalMs: 3600000,
+    eventLoggingFlushIntervalMs: 3600000, eventLoggingMaxQueueSize: 1000,
+  });
+  await s.initialize();
+  for (let i = 0; i < Number(process.env.N); i++) {
+    s.logEvent(new StatsigUser({userID: 'u' + i}), 'core_sdk_event', i, {seq: String(i)});
+  }
+  // The first flush fails (503) and the batch is requeued; shutdown sends it again.
+  await s.flushEvents();
+  await s.shutdown();
+  console.log('done');
+})().catch((e) => { console.error(e); process.exit(1); });
+`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startIntake(t, intakeConfig(t))
+			f := newFlakyFront(t, e.base)
+			const n = 40
+			out, err := sdktest.RunNode(t, 60*time.Second, tc.script, "FRONT="+f.srv.URL, "KEY="+intakeServerKey, fmt.Sprint("N=", n))
+			if err != nil {
+				t.Fatalf("%v\nstdout: %s", err, out)
+			}
+			checkExactlyOnce(t, e, f, tc.event, n)
+		})
+	}
+}

@@ -1,0 +1,440 @@
+package queue
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/highwayhash"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sigedge/sigedge/internal/config"
+	"github.com/sigedge/sigedge/internal/wire"
+)
+
+// ErrUnavailable is wrapped by every publish error that means "not stored, try again later":
+// disconnected from NATS, no ack within the timeout, stream full, stream missing. Callers answer it
+// with 503 so that the SDK keeps the events and retries.
+var ErrUnavailable = errors.New("event stream unavailable")
+
+// PublishError is a failed publish: Reason is a short metric label (disconnected, timeout,
+// stream_full, no_stream, error).
+type PublishError struct {
+	Reason string
+	Err    error
+}
+
+func (e *PublishError) Error() string {
+	return "publish event batch: " + e.Reason + ": " + e.Err.Error()
+}
+
+// Unwrap returns both the cause and ErrUnavailable, so errors.Is works for either.
+func (e *PublishError) Unwrap() []error { return []error{ErrUnavailable, e.Err} }
+
+// PublisherOptions configure a Publisher.
+type PublisherOptions struct {
+	// Conn is the NATS connection (owned by the caller; the Publisher never closes it).
+	Conn *nats.Conn
+	// Stream is the event stream's configuration (name, subject prefix).
+	Stream config.Stream
+	// Timeout bounds the wait for JetStream's ack of a batch (all of its messages).
+	Timeout time.Duration
+	// Dedupe configures the optional exposure de-duplication.
+	Dedupe config.ExposureDedupe
+	// Registerer receives the publisher's metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// Logger receives failures (rate-limited).
+	Logger *slog.Logger
+}
+
+// BatchMeta describes where a batch came from. It becomes the headers of its messages.
+type BatchMeta struct {
+	// Endpoint is wire.EndpointLogEvent or wire.EndpointRgstr: where the forwarder sends it.
+	Endpoint string
+	// Source is wire.SourceSDK or wire.SourceProxy.
+	Source string
+	// SDKType, SDKVersion and ClientTime are what the SDK said (may be empty).
+	SDKType, SDKVersion, ClientTime string
+	// ReceivedAt is when the proxy received the batch; zero means now.
+	ReceivedAt time.Time
+	// ID is the batch's idempotency id: a retry with the same ID within the stream's duplicate window
+	// is stored once. Empty means: derived from the key and the events (see BatchID).
+	ID string
+	// Metadata is the batch's raw statsigMetadata JSON, or nil.
+	Metadata []byte
+}
+
+// Result says what a publish stored.
+type Result struct {
+	// Events is the number of events stored (or already stored by an earlier attempt).
+	Events int
+	// Messages is the number of JetStream messages the batch took.
+	Messages int
+	// Duplicates is how many of those JetStream recognised as already stored (an SDK's retry).
+	Duplicates int
+	// Dropped counts the events left out by the publisher (too large for a message, duplicate
+	// exposures).
+	Dropped DropCounts
+}
+
+// Publisher publishes event batches to the event stream and returns only once JetStream has
+// acknowledged every message of a batch. It is safe for concurrent use.
+type Publisher struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	stream  config.Stream
+	timeout time.Duration
+	dedupe  *dedupe
+	logger  *slog.Logger
+	logs    logLimiter
+	m       publisherMetrics
+}
+
+// NewPublisher returns a publisher on o.Conn. The stream must exist (EnsureStreams).
+func NewPublisher(o PublisherOptions) (*Publisher, error) {
+	if o.Conn == nil {
+		return nil, errors.New("queue: publisher needs a NATS connection")
+	}
+	if o.Timeout <= 0 {
+		return nil, fmt.Errorf("queue: publish timeout must be positive, got %s", o.Timeout)
+	}
+	// A JetStream handle of our own: its async ack timeout clears acks that never come (a server
+	// that died mid-publish), so pending state cannot grow without bound.
+	js, err := jetstream.New(o.Conn,
+		jetstream.WithPublishAsyncTimeout(o.Timeout),
+		jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return nil, fmt.Errorf("queue: jetstream: %w", err)
+	}
+	p := &Publisher{
+		nc: o.Conn, js: js, stream: o.Stream, timeout: o.Timeout, logger: o.Logger,
+		logs: logLimiter{every: 10 * time.Second},
+	}
+	if p.logger == nil {
+		p.logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Dedupe.Enabled {
+		p.dedupe = newDedupe(o.Dedupe.MaxKeys, o.Dedupe.Window)
+	}
+	p.m = newPublisherMetrics(p)
+	if o.Registerer != nil {
+		if err := p.m.register(o.Registerer); err != nil {
+			return nil, fmt.Errorf("queue: metrics: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// batchIDKey keys the batch-id hash. It is not a secret: HighwayHash is used as a fast 128-bit hash
+// (several GB/s), since SHA-256 of every batch cost as much CPU as validating it. Changing it (or
+// the hash) changes every id, so a retry landing on a proxy of another version within the
+// duplicate window would be stored twice: keep it stable.
+var batchIDKey = []byte("sigedge event batch id, v1......")
+
+// BatchID is the idempotency id of a batch: a 128-bit hash of the key and the raw "events" array, so
+// an SDK's retry of the same batch (same events, whatever its compression or metadata) gets the
+// same id.
+func BatchID(key string, eventsRaw []byte) string {
+	return batchID(key, eventsRaw)
+}
+
+func batchID(key string, parts ...[]byte) string {
+	h, err := highwayhash.New128(batchIDKey)
+	if err != nil {
+		panic(err) // only for a key that is not 32 bytes
+	}
+	h.Write([]byte(key))
+	for _, p := range parts {
+		h.Write([]byte{0})
+		h.Write(p)
+	}
+	var sum [highwayhash.Size128]byte
+	return hex.EncodeToString(h.Sum(sum[:0]))
+}
+
+// PublishBatch publishes events (each the raw JSON of one event object) for key as one batch and
+// waits for JetStream's ack. This is the entry point for batches the proxy produces itself
+// (exposures of HTTP evaluations); SDK batches go through Publish.
+func (p *Publisher) PublishBatch(ctx context.Context, key string, meta BatchMeta, events [][]byte) error {
+	if meta.ID == "" {
+		meta.ID = batchID(key, events...)
+	}
+	_, err := p.Publish(ctx, key, meta, &Batch{Events: events, Total: len(events), Metadata: meta.Metadata})
+	return err
+}
+
+// Publish stores a decoded batch: as one message holding b.Body unchanged when every event is kept
+// and it fits, otherwise rebuilt from the kept events (split by events into several messages when
+// it is larger than the server's max payload). It returns once every message is acknowledged, or
+// an error wrapping ErrUnavailable (nothing may be assumed stored: the caller answers 503 and the
+// SDK retries; message ids make the retry idempotent), or ErrTooLarge when not even one event fits
+// a message.
+func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *Batch) (Result, error) {
+	var res Result
+	events := b.Events
+	var remember []exposureKey
+	if p.dedupe != nil {
+		var n int
+		events, remember, n = p.dedupe.filter(key, b.Metadata, events)
+		res.Dropped[DropDuplicateExposure] = n
+	}
+	if len(events) == 0 {
+		p.m.dropped(&res.Dropped)
+		return res, nil
+	}
+	if meta.ID == "" {
+		meta.ID = BatchID(key, b.EventsRaw)
+	}
+	if meta.ReceivedAt.IsZero() {
+		meta.ReceivedAt = time.Now()
+	}
+	if meta.Source == "" {
+		meta.Source = wire.SourceSDK
+	}
+	if meta.Endpoint == "" {
+		meta.Endpoint = wire.EndpointLogEvent
+	}
+	subject := wire.EventSubject(p.stream.SubjectPrefix, key)
+	hdr := p.headers(key, meta)
+	// Room for the body: max payload minus the headers, with slack for the part and id headers.
+	room := int(p.nc.MaxPayload()) - headerSize(hdr) - 128
+
+	var bodies []part
+	if len(events) == len(b.Events) && b.Dropped.Total() == 0 && b.Body != nil && len(b.Body) <= room {
+		bodies = []part{{body: b.Body, events: len(events)}}
+	} else {
+		var tooLarge int
+		var err error
+		bodies, tooLarge, err = buildBodies(events, b.Metadata, b.Fields, room)
+		res.Dropped[DropTooLarge] = tooLarge
+		if err != nil {
+			p.m.dropped(&res.Dropped)
+			return res, err
+		}
+		if len(bodies) == 0 {
+			p.m.dropped(&res.Dropped)
+			return res, fmt.Errorf("%w: each of the %d events is larger than a message may be (%d bytes)", ErrTooLarge, tooLarge, room)
+		}
+	}
+	res.Events = len(events) - res.Dropped[DropTooLarge]
+
+	if st := p.nc.Status(); st != nats.CONNECTED {
+		// Fail fast: while reconnecting, nats.go would buffer the publish and the SDK would wait for
+		// the full timeout to hear 503 anyway.
+		return res, p.failed(key, &PublishError{Reason: "disconnected", Err: fmt.Errorf("NATS connection is %s", st)})
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	start := time.Now()
+	futures := make([]jetstream.PubAckFuture, 0, len(bodies))
+	for i, pt := range bodies {
+		h := make(nats.Header, len(hdr)+4)
+		for k, v := range hdr {
+			h[k] = v
+		}
+		id := meta.ID
+		if len(bodies) > 1 {
+			part := strconv.Itoa(i+1) + "/" + strconv.Itoa(len(bodies))
+			h[wire.MsgPart] = []string{part}
+			id += "." + part
+		}
+		h[jetstream.MsgIDHeader] = []string{id}
+		h[jetstream.ExpectedStreamHeader] = []string{p.stream.Name}
+		h[wire.MsgEventCount] = []string{strconv.Itoa(pt.events)}
+		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subject, Header: h, Data: pt.body},
+			jetstream.WithStallWait(p.timeout))
+		if err != nil {
+			return res, p.failed(key, classify(err))
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if ack.Duplicate {
+				res.Duplicates++
+			}
+		case err := <-f.Err():
+			return res, p.failed(key, classify(err))
+		case <-ctx.Done():
+			return res, p.failed(key, &PublishError{Reason: "timeout", Err: fmt.Errorf("no ack from JetStream within %s: %w", p.timeout, ctx.Err())})
+		}
+	}
+	res.Messages = len(bodies)
+	if p.dedupe != nil {
+		p.dedupe.remember(remember)
+	}
+	p.m.published(meta, &res, time.Since(start))
+	return res, nil
+}
+
+func (p *Publisher) headers(key string, meta BatchMeta) nats.Header {
+	h := nats.Header{
+		wire.MsgSDKKey:     {key},
+		wire.MsgEndpoint:   {meta.Endpoint},
+		wire.MsgSource:     {meta.Source},
+		wire.MsgReceivedAt: {strconv.FormatInt(meta.ReceivedAt.UnixMilli(), 10)},
+	}
+	for k, v := range map[string]string{wire.MsgSDKType: meta.SDKType, wire.MsgSDKVersion: meta.SDKVersion, wire.MsgClientTime: meta.ClientTime} {
+		if v = headerValue(v); v != "" {
+			h[k] = []string{v}
+		}
+	}
+	return h
+}
+
+// headerValue keeps client-supplied header values safe for a NATS header line: printable ASCII,
+// bounded length.
+func headerValue(v string) string {
+	if len(v) > 128 {
+		v = v[:128]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, v)
+}
+
+func headerSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n + len(wire.MsgEventCount) + 2 + 10 + 2
+}
+
+// part is one message's body and its number of events.
+type part struct {
+	body   []byte
+	events int
+}
+
+// buildBodies packs events into as few bodies {"events":[…],"statsigMetadata":…,<fields>} of at
+// most room bytes as possible, in order. Events that cannot fit any body are counted in tooLarge.
+func buildBodies(events [][]byte, metadata []byte, fields [][]byte, room int) (bodies []part, tooLarge int, err error) {
+	var tail []byte // everything after the events array
+	tail = append(tail, ']')
+	if len(metadata) > 0 {
+		tail = append(tail, `,"statsigMetadata":`...)
+		tail = append(tail, metadata...)
+	}
+	for _, f := range fields {
+		tail = append(tail, ',')
+		tail = append(tail, f...)
+	}
+	tail = append(tail, '}')
+	const head = `{"events":[`
+	overhead := len(head) + len(tail)
+	if overhead >= room {
+		return nil, 0, fmt.Errorf("%w: the batch's metadata alone (%d bytes) exceeds a message (%d bytes)", ErrTooLarge, overhead, room)
+	}
+	total := overhead
+	for _, e := range events {
+		total += len(e) + 1
+	}
+	var cur []byte
+	n := 0
+	flush := func() {
+		if cur != nil {
+			bodies = append(bodies, part{body: append(cur, tail...), events: n})
+			cur, n = nil, 0
+		}
+	}
+	for _, ev := range events {
+		if overhead+len(ev) > room {
+			tooLarge++
+			continue
+		}
+		if cur != nil && len(cur)+1+len(ev)+len(tail) > room {
+			flush()
+		}
+		if cur == nil {
+			cur = make([]byte, 0, min(total, room)) // usually everything fits one message
+			cur = append(cur, head...)
+		} else {
+			cur = append(cur, ',')
+		}
+		cur = append(cur, ev...)
+		n++
+	}
+	flush()
+	return bodies, tooLarge, nil
+}
+
+// classify turns a publish error into a PublishError with a metric reason.
+func classify(err error) *PublishError {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound:
+		return &PublishError{Reason: "no_stream", Err: err}
+	case errors.As(err, &apiErr) && isStreamFull(apiErr):
+		return &PublishError{Reason: "stream_full", Err: err}
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return &PublishError{Reason: "no_stream", Err: err}
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, jetstream.ErrTooManyStalledMsgs),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return &PublishError{Reason: "timeout", Err: err}
+	case errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrConnectionReconnecting):
+		return &PublishError{Reason: "disconnected", Err: err}
+	}
+	return &PublishError{Reason: "error", Err: err}
+}
+
+// isStreamFull recognises the store error of a DiscardNew stream at its limits.
+func isStreamFull(e *jetstream.APIError) bool {
+	d := strings.ToLower(e.Description)
+	return strings.Contains(d, "maximum bytes") || strings.Contains(d, "maximum messages")
+}
+
+func (p *Publisher) failed(key string, e *PublishError) error {
+	p.m.failures.WithLabelValues(e.Reason).Inc()
+	if ok, suppressed := p.logs.allow(e.Reason); ok {
+		args := []any{"reason", e.Reason, "key", wire.KeyHash(key), "stream", p.stream.Name, "err", e.Err, "suppressed", suppressed}
+		if e.Reason == "stream_full" {
+			// DiscardNew: nothing is dropped, but every SDK is now holding and retrying its events.
+			p.logger.Error("event stream full: refusing event batches with 503 until the forwarder drains it "+
+				"(check the forwarder and Statsig, or raise nats.stream.max_bytes)", args...)
+		} else {
+			p.logger.Warn("event batch not stored: answering 503 so the SDK retries", args...)
+		}
+	}
+	return e
+}
+
+// logLimiter lets one log line per reason through per period and counts the rest, so that an
+// outage produces a readable log rather than one line per request.
+type logLimiter struct {
+	every      time.Duration
+	mu         sync.Mutex
+	last       map[string]time.Time
+	suppressed map[string]int
+}
+
+func (l *logLimiter) allow(reason string) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last, l.suppressed = map[string]time.Time{}, map[string]int{}
+	}
+	now := time.Now()
+	if now.Sub(l.last[reason]) < l.every {
+		l.suppressed[reason]++
+		return false, 0
+	}
+	n := l.suppressed[reason]
+	l.last[reason], l.suppressed[reason] = now, 0
+	return true, n
+}
