@@ -63,7 +63,7 @@ func (p *recordingPublisher) snapshot(key string) []map[string]any {
 }
 
 type evalTestEnv struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 	svc *evalService
 	pub *recordingPublisher
@@ -79,7 +79,7 @@ func testCountries() *countrylookup.CountryLookup {
 	return countries
 }
 
-func newEvalTestEnv(t *testing.T, dcs []byte) *evalTestEnv {
+func newEvalTestEnv(t testing.TB, dcs []byte) *evalTestEnv {
 	t.Helper()
 	rs, err := evalcore.Compile(dcs, evalcore.CompileOptions{})
 	if err != nil {
@@ -152,7 +152,7 @@ func (e *evalTestEnv) waitExposures(key string, n int) []map[string]any {
 	}
 }
 
-func exampleRules(t *testing.T) []byte {
+func exampleRules(t testing.TB) []byte {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "examples", "example-rules.json"))
