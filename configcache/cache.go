@@ -203,7 +203,7 @@ func New(ctx context.Context, opts Options) (*Cache, error) {
 		if maxValue <= 0 {
 			maxValue = 1 << 20
 		}
-		c.share, err = openShare(ctx, c, opts.JetStream, cfg.RuleSets.Share, cfg.NATS.Stream.Replicas, maxValue)
+		c.share, err = openShare(ctx, c, opts.JetStream, cfg.RuleSets.Share, cfg.NATS.Stream, maxValue)
 		if err != nil {
 			c.Close()
 			return nil, err

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sigedge/sigedge/internal/config"
@@ -36,9 +37,19 @@ import (
 // rs.> and install what the holder publishes, so Statsig sees one poller per region.
 const valueMagic = "SGE1"
 
+// kvReadTimeout bounds the KV read of a cold load, so that a slow bucket leaves the rest of the
+// request's time to Statsig.
+const kvReadTimeout = 2 * time.Second
+
+// errNATSDown is the lease error while the connection is down: KV calls are not even tried then,
+// since nats.go would hold them until their time-out (seconds per key and poll, and a cold load
+// would wait longer than an SDK does).
+var errNATSDown = errors.New("not connected to NATS")
+
 type share struct {
 	c        *Cache
 	kv       jetstream.KeyValue
+	nc       *nats.Conn // nil when unknown: then the connection is assumed up
 	id       string
 	ttl      time.Duration
 	maxValue int
@@ -46,13 +57,19 @@ type share struct {
 	done     chan struct{}
 }
 
-func openShare(ctx context.Context, c *Cache, js jetstream.JetStream, cfg config.Share, replicas, maxValue int) (*share, error) {
+func openShare(ctx context.Context, c *Cache, js jetstream.JetStream, cfg config.Share, stream config.Stream, maxValue int) (*share, error) {
+	var placement *jetstream.Placement
+	if p := stream.Placement; !p.Empty() {
+		// On the servers the event streams use: a region's JetStream data in one place.
+		placement = &jetstream.Placement{Cluster: p.Cluster, Tags: append([]string(nil), p.Tags...)}
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
 		Description: "sigedge: rule sets shared by the proxies of a region, and their poll leases",
 		History:     1,
 		Storage:     jetstream.FileStorage, // survives a restart of the embedded server
-		Replicas:    max(1, replicas),
+		Replicas:    max(1, stream.Replicas),
+		Placement:   placement,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configcache: KV bucket %s: %w", cfg.Bucket, err)
@@ -69,6 +86,7 @@ func openShare(ctx context.Context, c *Cache, js jetstream.JetStream, cfg config
 	s := &share{
 		c:        c,
 		kv:       kv,
+		nc:       js.Conn(),
 		id:       host + "/" + hex.EncodeToString(rnd[:]),
 		ttl:      cfg.LeaseTTL,
 		maxValue: maxValue - 4096, // room for the message's headers
@@ -83,6 +101,9 @@ func openShare(ctx context.Context, c *Cache, js jetstream.JetStream, cfg config
 	c.logger.Info("sharing rule sets through JetStream KV", "bucket", cfg.Bucket, "instance", s.id, "lease_ttl", s.ttl)
 	return s, nil
 }
+
+// down reports whether the NATS connection is known to be down (disconnected or reconnecting).
+func (s *share) down() bool { return s.nc != nil && !s.nc.IsConnected() }
 
 func dataKey(hash string, f Format) string  { return "rs." + hash + "." + f.String() }
 func leaseKey(hash string, f Format) string { return "lease." + hash + "." + f.String() }
@@ -162,6 +183,12 @@ func (s *share) watch() {
 
 // read returns the rule set the bucket holds for (hash, f), or nil.
 func (s *share) read(ctx context.Context, hash string, f Format) *Entry {
+	if s.down() {
+		s.c.m.share.WithLabelValues("kv_miss").Inc()
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, kvReadTimeout)
+	defer cancel()
 	e, err := s.kv.Get(ctx, dataKey(hash, f))
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -212,6 +239,10 @@ func (s *share) publish(ctx context.Context, hash string, f Format, e *Entry) {
 			"key", hash, "format", f.String(), "compressed_bytes", len(v), "max", s.maxValue)
 		return
 	}
+	if s.down() {
+		s.c.m.share.WithLabelValues("publish_failed").Inc()
+		return // the next poll after the reconnect publishes again
+	}
 	k := dataKey(hash, f)
 	cur, err := s.kv.Get(ctx, k)
 	switch {
@@ -244,6 +275,10 @@ func (s *share) lead(ks *keyState, f Format) bool {
 	lk := leaseKey(ks.hash, f)
 	val := []byte(s.id + " " + strconv.FormatInt(time.Unix(0, sl.synced.Load()).UnixMilli(), 10))
 	log := s.c.logger.With("key", ks.hash, "format", f.String())
+	if s.down() {
+		s.leaseError(sl, log, "cannot reach the poll lease", errNATSDown)
+		return true
+	}
 	if rev := sl.leaseRev.Load(); rev != 0 {
 		nrev, err := s.kv.Update(ctx, lk, val, rev)
 		if err == nil {
@@ -312,8 +347,8 @@ func (s *share) release(ks *keyState) {
 	for _, f := range formats {
 		sl := ks.slot(f)
 		rev := sl.leaseRev.Swap(0)
-		if rev == 0 {
-			continue
+		if rev == 0 || s.down() {
+			continue // not held, or cannot be reached: it expires after lease_ttl
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		err := s.kv.Delete(ctx, leaseKey(ks.hash, f), jetstream.LastRevision(rev))

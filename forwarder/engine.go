@@ -185,14 +185,15 @@ func (e *engine) pullLoop(ctx context.Context, cfg config.Config) {
 			return
 		}
 		cons, _ := e.consumer()
-		count, budget := e.tune.fetchCount, int(e.cfg.MaxInFlightBytes)-int(e.held.bytesHeld())
-		if largest := e.maxPayload + 64<<10; budget < largest {
-			// Close to the bound: one message of any size, or a big one would never fit. So memory
-			// exceeds max_in_flight_bytes by at most one message.
-			count, budget = 1, largest
-		}
-		budget = min(budget, 64<<20)
-		mb, err := cons.Fetch(count, jetstream.FetchMaxBytes(budget), jetstream.FetchMaxWait(e.tune.pullWait))
+		// The pull asks for a number of messages, never for bytes: on a replicated consumer
+		// (stream replicas > 1) nats-server 2.15 sends the 409 that ends a max_bytes pull ahead of
+		// messages still waiting for their delivery to be replicated, so the client stops reading
+		// and those messages sit unacked until ack_wait (5 min by default). Counting each message
+		// as the largest the server accepts keeps memory within the bound all the same; close to
+		// it, one message of any size is pulled, so the bound is exceeded by at most one message.
+		budget := int(e.cfg.MaxInFlightBytes) - int(e.held.bytesHeld())
+		count := min(e.tune.fetchCount, max(1, budget/(e.maxPayload+64<<10)))
+		mb, err := cons.Fetch(count, jetstream.FetchMaxWait(e.tune.pullWait))
 		if err == nil {
 			for msg := range mb.Messages() {
 				e.receive(msg)

@@ -98,13 +98,11 @@ func NewApp(ctx context.Context, o AppOptions) (_ *App, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	warnings, err := queue.EnsureStreams(ctx, a.js, a.cfg.NATS.Stream)
+	mismatches, err := queue.EnsureStreams(ctx, a.js, a.cfg.NATS.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("event streams: %w", err)
 	}
-	for _, w := range warnings {
-		a.logger.Warn(w)
-	}
+	queue.ReportMismatches(a.registry, a.logger, a.cfg.NATS.Stream, mismatches)
 	if err := a.startEvents(); err != nil {
 		return nil, err
 	}

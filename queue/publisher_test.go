@@ -511,7 +511,7 @@ func TestEnsureStreamsIsIdempotent(t *testing.T) {
 	changed := tj.stream
 	changed.MaxBytes *= 2
 	w, err := EnsureStreams(ctx, tj.js, changed)
-	if err != nil || len(w) != 2 || !strings.Contains(w[0], "max_bytes") {
+	if err != nil || len(w) != 2 || w[0].Setting != "max_bytes" || !strings.Contains(w[0].String(), "left unchanged") {
 		t.Fatalf("EnsureStreams with another max_bytes: %q %v, want a warning per stream, nothing changed", w, err)
 	}
 	s, _ := tj.js.Stream(ctx, tj.stream.Name)

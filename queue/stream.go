@@ -11,7 +11,8 @@
 //
 // The interface is small:
 //
-//   - EnsureStreams creates the streams at start-up (idempotent; never changes an existing stream).
+//   - EnsureStreams creates the streams at start-up (idempotent; never changes an existing stream,
+//     reports how it differs from the configuration; ReportMismatches logs that and exports it).
 //   - BodyDecoder.Decompress undoes any Content-Encoding an SDK sends (gzip, deflate, zstd, br),
 //     bounded by a size limit; DecodeBatch validates the JSON and splits it into raw events, dropping
 //     (and counting) malformed events rather than refusing the good ones beside them.
@@ -34,9 +35,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sigedge/sigedge/internal/config"
 )
@@ -58,7 +61,17 @@ func StreamConfig(cfg config.Stream) jetstream.StreamConfig {
 		// its events and retries, instead of old unsent events being dropped silently.
 		Discard:    jetstream.DiscardNew,
 		Duplicates: cfg.DuplicateWindow,
+		Placement:  Placement(cfg),
 	}
+}
+
+// Placement is the JetStream placement cfg asks for, or nil (JetStream chooses). The KV bucket of
+// the rule sets uses it too, so that a region's JetStream data lives on the same servers.
+func Placement(cfg config.Stream) *jetstream.Placement {
+	if cfg.Placement.Empty() {
+		return nil
+	}
+	return &jetstream.Placement{Cluster: cfg.Placement.Cluster, Tags: append([]string(nil), cfg.Placement.Tags...)}
 }
 
 // DeadLetterConfig is the JetStream configuration of the dead-letter stream.
@@ -73,36 +86,73 @@ func DeadLetterConfig(cfg config.Stream) jetstream.StreamConfig {
 		MaxAge:      cfg.DeadLetterMaxAge,
 		MaxBytes:    int64(cfg.MaxBytes),
 		Discard:     jetstream.DiscardOld,
+		Placement:   Placement(cfg),
 	}
 }
 
 // DeadLetterSubjectPrefix is the subject prefix of dead-lettered batches.
 func DeadLetterSubjectPrefix(cfg config.Stream) string { return cfg.SubjectPrefix + "_dead" }
 
+// Mismatch is one setting of an existing stream that differs from the configuration.
+type Mismatch struct {
+	Stream  string // stream name
+	Setting string // configuration name of the setting, e.g. replicas, max_bytes
+	Have    any    // what the stream has
+	Want    any    // what the configuration says
+}
+
+// String is the warning both binaries log for m.
+func (m Mismatch) String() string {
+	return fmt.Sprintf("stream %s: %s is %v, configuration says %v (left unchanged; change it with the nats CLI if intended)", m.Stream, m.Setting, m.Have, m.Want)
+}
+
 // EnsureStreams creates the event and dead-letter streams when they are missing. An existing stream
-// is left as it is, never recreated (that could lose data); settings that differ from the
-// configuration are returned as warnings for the caller to log.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.Stream) (warnings []string, err error) {
+// is left as it is, never recreated or updated (that could lose data or move it between servers);
+// its settings that differ from the configuration are returned for the caller to report
+// (ReportMismatches).
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.Stream) (mismatches []Mismatch, err error) {
 	for _, want := range []jetstream.StreamConfig{StreamConfig(cfg), DeadLetterConfig(cfg)} {
 		s, err := js.Stream(ctx, want.Name)
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
 			if _, err := js.CreateStream(ctx, want); err != nil {
-				return warnings, fmt.Errorf("create stream %s: %w", want.Name, err)
+				return mismatches, fmt.Errorf("create stream %s: %w", want.Name, err)
 			}
 			continue
 		case err != nil:
-			return warnings, fmt.Errorf("look up stream %s: %w", want.Name, err)
+			return mismatches, fmt.Errorf("look up stream %s: %w", want.Name, err)
 		}
-		warnings = append(warnings, diffStream(s.CachedInfo().Config, want)...)
+		mismatches = append(mismatches, diffStream(s.CachedInfo().Config, want)...)
 	}
-	return warnings, nil
+	return mismatches, nil
 }
 
-func diffStream(have, want jetstream.StreamConfig) []string {
-	var out []string
+// ReportMismatches logs each mismatch as a warning and sets the gauge
+// sigedge_stream_setting_mismatches{stream} on reg (0 for a stream as configured), so that a stream
+// someone created or changed by hand — one replica where the region wants three — shows on a
+// dashboard, not only in a start-up log line.
+func ReportMismatches(reg prometheus.Registerer, logger *slog.Logger, cfg config.Stream, mismatches []Mismatch) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sigedge_stream_setting_mismatches",
+		Help: "Settings of the stream that differ from the configuration (found at start-up; the stream is left unchanged).",
+	}, []string{"stream"})
+	g.WithLabelValues(cfg.Name).Set(0)
+	g.WithLabelValues(cfg.DeadLetterName).Set(0)
+	for _, m := range mismatches {
+		g.WithLabelValues(m.Stream).Inc()
+		if logger != nil {
+			logger.Warn(m.String(), "stream", m.Stream, "setting", m.Setting)
+		}
+	}
+	if reg != nil {
+		_ = reg.Register(g) // a second App in one registry (tests) keeps the first gauge
+	}
+}
+
+func diffStream(have, want jetstream.StreamConfig) []Mismatch {
+	var out []Mismatch
 	add := func(field string, h, w any) {
-		out = append(out, fmt.Sprintf("stream %s: %s is %v, configuration says %v (left unchanged; change it with the nats CLI if intended)", have.Name, field, h, w))
+		out = append(out, Mismatch{Stream: have.Name, Setting: field, Have: h, Want: w})
 	}
 	if strings.Join(have.Subjects, ",") != strings.Join(want.Subjects, ",") {
 		add("subjects", have.Subjects, want.Subjects)
@@ -128,5 +178,15 @@ func diffStream(have, want jetstream.StreamConfig) []string {
 	if have.Duplicates != want.Duplicates && want.Duplicates != 0 {
 		add("duplicate_window", have.Duplicates, want.Duplicates)
 	}
+	if want.Placement != nil && placementString(have.Placement) != placementString(want.Placement) {
+		add("placement", placementString(have.Placement), placementString(want.Placement))
+	}
 	return out
+}
+
+func placementString(p *jetstream.Placement) string {
+	if p == nil {
+		return "{}"
+	}
+	return fmt.Sprintf("{cluster: %q, tags: %q}", p.Cluster, p.Tags)
 }

@@ -185,14 +185,24 @@ func (f *Fake) decode(r *http.Request) (*Request, error) {
 // WaitIDs waits until every id in want was accepted at least once, failing the test after timeout.
 func (f *Fake) WaitIDs(t testing.TB, want []string, timeout time.Duration) {
 	t.Helper()
+	f.WaitIDsTimes(t, want, 1, timeout)
+}
+
+// WaitIDsTimes waits until every id in want was accepted at least n times (e.g. 2 for a batch that
+// must be sent again), failing the test after timeout.
+func (f *Fake) WaitIDsTimes(t testing.TB, want []string, n int, timeout time.Duration) {
+	t.Helper()
 	f.wait(t, timeout, func() (bool, string) {
 		missing := 0
 		for _, id := range want {
-			if f.ids[id] == 0 {
+			if f.ids[id] < n {
 				missing++
 			}
 		}
-		return missing == 0, fmt.Sprintf("%d of %d events have not arrived", missing, len(want))
+		if n == 1 {
+			return missing == 0, fmt.Sprintf("%d of %d events have not arrived", missing, len(want))
+		}
+		return missing == 0, fmt.Sprintf("%d of %d events have not arrived %d times", missing, len(want), n)
 	})
 }
 

@@ -257,7 +257,21 @@ type Stream struct {
 	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
 	// DuplicateWindow is how long a batch id is remembered, so an SDK's retry is not stored twice.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// Placement pins the event stream, the dead-letter stream and the rule-set KV bucket to a cluster
+	// or to servers with tags when they are created (empty: JetStream chooses).
+	Placement Placement `yaml:"placement"`
 }
+
+// Placement selects the JetStream servers that hold a stream's replicas.
+type Placement struct {
+	// Cluster is the name of the NATS cluster (of a super-cluster) that holds the replicas.
+	Cluster string `yaml:"cluster"`
+	// Tags: only servers with every one of these server_tags hold replicas (e.g. one per zone).
+	Tags []string `yaml:"tags"`
+}
+
+// Empty reports whether no placement is configured.
+func (p Placement) Empty() bool { return p.Cluster == "" && len(p.Tags) == 0 }
 
 // Limits bounds request sizes and memory.
 type Limits struct {
@@ -322,7 +336,7 @@ func Default() Config {
 			Port:           4222,
 			ConnectTimeout: 5 * time.Second,
 			ReconnectWait:  time.Second,
-			PublishTimeout: 5 * time.Second,
+			PublishTimeout: 2 * time.Second, // below go-sdk's 3 s HTTP timeout, so it hears the 503 and retries
 			Stream: Stream{
 				Name:             "SIGEDGE_EVENTS",
 				SubjectPrefix:    "sigedge.events",

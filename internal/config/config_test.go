@@ -88,6 +88,9 @@ func TestParseErrorsNameTheProblem(t *testing.T) {
 		{"lease vs poll", "rulesets:\n  share:\n    lease_ttl: 5s\n", []string{"rulesets.share.lease_ttl"}},
 		{"publish timeout", "nats:\n  publish_timeout: 0s\n", []string{"nats.publish_timeout", "positive"}},
 		{"publish vs write timeout", "nats:\n  publish_timeout: 30s\n", []string{"nats.publish_timeout", "proxy.write_timeout"}},
+		{"placement embedded", "nats:\n  stream:\n    placement:\n      cluster: east\n", []string{"nats.stream.placement", "embedded"}},
+		{"placement cluster", "nats:\n  embedded: false\n  urls: [nats://a:4222]\n  stream:\n    placement:\n      cluster: east west\n", []string{"nats.stream.placement.cluster"}},
+		{"placement tag", "nats:\n  embedded: false\n  urls: [nats://a:4222]\n  stream:\n    placement:\n      tags: [\"az:a\", \"\"]\n", []string{"nats.stream.placement.tags[1]"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,6 +152,7 @@ func TestEnvOverrides(t *testing.T) {
 		"SIGEDGE_NATS_EMBEDDED=false",
 		"SIGEDGE_NATS_URLS=nats://a:4222, nats://b:4222",
 		"SIGEDGE_NATS_STREAM_REPLICAS=3",
+		"SIGEDGE_NATS_STREAM_PLACEMENT_TAGS=az:a,ssd",
 		"SIGEDGE_LIMITS_MAX_BODY_BYTES=2MiB",
 		"SIGEDGE_CLIENT_KEYS=client-a=secret-a,client-b=secret-b",
 		"SIGEDGE_RULESETS_OFFLINE=[{\"sdk_key\":\"secret-a\",\"file\":\"" + rules + "\"}]",
@@ -168,6 +172,7 @@ func TestEnvOverrides(t *testing.T) {
 		{"bool", cfg.NATS.Embedded, false},
 		{"list", strings.Join(cfg.NATS.URLs, "|"), "nats://a:4222|nats://b:4222"},
 		{"int", cfg.NATS.Stream.Replicas, 3},
+		{"nested list", strings.Join(cfg.NATS.Stream.Placement.Tags, "|"), "az:a|ssd"},
 		{"size", cfg.Limits.MaxBodyBytes, 2 * MiB},
 		{"map", cfg.ClientKeys["client-b"], "secret-b"},
 		{"object list", len(cfg.RuleSets.Offline), 1},

@@ -267,6 +267,17 @@ func (c *Config) Validate() error {
 	if s.DuplicateWindow > s.MaxAge {
 		bad("nats.stream.duplicate_window", "must not exceed nats.stream.max_age (%s)", s.MaxAge)
 	}
+	if n.Embedded && !s.Placement.Empty() {
+		bad("nats.stream.placement", "must be empty with the embedded single server")
+	}
+	if strings.ContainsAny(s.Placement.Cluster, " \t.*>") {
+		bad("nats.stream.placement.cluster", "must be a NATS cluster name (no spaces, dots, * or >), got %q", s.Placement.Cluster)
+	}
+	for i, tag := range s.Placement.Tags {
+		if strings.TrimSpace(tag) == "" || strings.ContainsAny(tag, " \t,") {
+			bad(fmt.Sprintf("nats.stream.placement.tags[%d]", i), "must be a server tag without spaces or commas (e.g. az:eu-west-1a), got %q", tag)
+		}
+	}
 
 	clientKeys := make([]string, 0, len(c.ClientKeys))
 	for ck := range c.ClientKeys {

@@ -17,6 +17,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// ClusterName is the NATS cluster name of every test cluster (for placement by cluster).
+const ClusterName = "sigedge-test"
+
+// NodeTag is the server tag of node i (0-based): "node:n1", "node:n2", …, for placement by tags.
+func NodeTag(i int) string { return fmt.Sprintf("node:n%d", i+1) }
+
 // Cluster is a JetStream cluster of nodes on loopback ports.
 type Cluster struct {
 	t     testing.TB
@@ -46,8 +52,9 @@ func StartCluster(t testing.TB, n int) *Cluster {
 			NoSigs:                 true,
 			NoLog:                  true,
 			DisableJetStreamBanner: true,
+			Tags:                   []string{NodeTag(i)},
 			Cluster: server.ClusterOpts{
-				Name: "sigedge-test",
+				Name: ClusterName,
 				Host: "127.0.0.1",
 				Port: routePorts[i],
 			},
@@ -118,6 +125,16 @@ func (c *Cluster) Shutdown() {
 func (c *Cluster) StreamLeader(account, name string) int {
 	for i, s := range c.nodes {
 		if s != nil && s.JetStreamIsStreamLeader(account, name) {
+			return i
+		}
+	}
+	return -1
+}
+
+// ConsumerLeader returns the index of the node leading consumer name of stream, or -1.
+func (c *Cluster) ConsumerLeader(account, stream, name string) int {
+	for i, s := range c.nodes {
+		if s != nil && s.JetStreamIsConsumerLeader(account, stream, name) {
 			return i
 		}
 	}

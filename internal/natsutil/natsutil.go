@@ -112,11 +112,7 @@ func Connect(ctx context.Context, cfg config.NATS, o ConnectOptions) (*nats.Conn
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(cfg.ReconnectWait),
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			// Exponential up to 30 s, plus up to 50 % jitter so a region's clients do not reconnect in
-			// lock step after a node restarts.
-			d := cfg.ReconnectWait << min(attempts, 5)
-			d = min(d, 30*time.Second)
-			return d + time.Duration(rand.Int64N(int64(d)/2+1))
+			return ReconnectDelay(cfg.ReconnectWait, attempts, rand.Int64N)
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			logger.Warn("nats disconnected", "err", err)
@@ -178,6 +174,18 @@ func Connect(ctx context.Context, cfg config.NATS, o ConnectOptions) (*nats.Conn
 		}()
 		return nil, fmt.Errorf("nats: connect to %s: %w", joinURLs(urls), ctx.Err())
 	}
+}
+
+// MaxReconnectDelay caps the wait between reconnect attempts (before jitter).
+const MaxReconnectDelay = 30 * time.Second
+
+// ReconnectDelay is the wait before reconnect attempt number attempts (as nats.go counts them):
+// base doubled per attempt up to MaxReconnectDelay, plus up to 50 % jitter drawn with randN
+// (rand.Int64N), so that a region's clients do not reconnect in lock step after a node restarts.
+func ReconnectDelay(base time.Duration, attempts int, randN func(int64) int64) time.Duration {
+	d := base << min(max(attempts, 0), 5)
+	d = min(d, MaxReconnectDelay)
+	return d + time.Duration(randN(int64(d)/2+1))
 }
 
 func joinURLs(urls []string) string {
