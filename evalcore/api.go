@@ -9,7 +9,7 @@ import (
 func (e *Evaluator) CheckGate(u *User, name string) GateResult {
 	c := e.getCtx(u)
 	defer e.putCtx(c)
-	rec := c.evaluate(name, typeGate)
+	rec := c.evaluateSpec(name, typeGate, e.rs.gates[name])
 	var r GateResult
 	c.fillEvaluation(&r.Evaluation, name, rec)
 	if r.Reason != ReasonError {
@@ -23,38 +23,40 @@ func (e *Evaluator) CheckGate(u *User, name string) GateResult {
 func (e *Evaluator) GateValue(u *User, name string) bool {
 	c := e.getCtx(u)
 	defer e.putCtx(c)
-	c.evaluate(name, typeGate)
+	c.evaluateSpec(name, typeGate, e.rs.gates[name])
 	return c.st.err == nil && c.st.boolValue
 }
 
 // GetDynamicConfig evaluates a dynamic_configs entry read as a dynamic config.
 func (e *Evaluator) GetDynamicConfig(u *User, name string) ConfigResult {
-	return e.config(u, name, typeDynamicConfig)
+	return e.config(u, name, typeDynamicConfig, e.rs.configs[name])
 }
 
 // GetExperiment evaluates a dynamic_configs entry read as an experiment.
 func (e *Evaluator) GetExperiment(u *User, name string) ConfigResult {
-	return e.config(u, name, typeExperiment)
+	return e.config(u, name, typeExperiment, e.rs.configs[name])
 }
 
 // GetConfig evaluates a dynamic_configs entry the way its entity suggests:
 // experiments as experiments, everything else as a dynamic config.
 func (e *Evaluator) GetConfig(u *User, name string) ConfigResult {
-	if s := e.rs.configs[name]; s != nil && s.entity == "experiment" {
-		return e.GetExperiment(u, name)
+	sp := e.rs.configs[name]
+	if sp != nil && sp.entity == "experiment" {
+		return e.config(u, name, typeExperiment, sp)
 	}
-	return e.GetDynamicConfig(u, name)
+	return e.config(u, name, typeDynamicConfig, sp)
 }
 
-func (e *Evaluator) config(u *User, name string, t specType) ConfigResult {
+// config evaluates a dynamic_configs entry; sp is configs[name].
+func (e *Evaluator) config(u *User, name string, t specType, sp *spec) ConfigResult {
 	c := e.getCtx(u)
 	defer e.putCtx(c)
-	rec := c.evaluate(name, t)
+	rec := c.evaluateSpec(name, t, sp)
 	var r ConfigResult
 	c.fillEvaluation(&r.Evaluation, name, rec)
 	r.Experiment = t == typeExperiment
 	r.Value = emptyObject
-	if sp := e.rs.configs[name]; sp != nil {
+	if sp != nil {
 		r.Entity = sp.entity
 	}
 	if r.Reason == ReasonError {
@@ -77,7 +79,8 @@ func (e *Evaluator) config(u *User, name string, t specType) ConfigResult {
 func (e *Evaluator) GetLayer(u *User, name string) LayerResult {
 	c := e.getCtx(u)
 	defer e.putCtx(c)
-	rec := c.evaluate(name, typeLayer)
+	sp := e.rs.layers[name]
+	rec := c.evaluateSpec(name, typeLayer, sp)
 	var r LayerResult
 	c.fillEvaluation(&r.Evaluation, name, rec)
 	r.Value = emptyObject
@@ -104,9 +107,9 @@ func (e *Evaluator) GetLayer(u *User, name string) LayerResult {
 		defer e.putCtx(c2)
 		c2.premMemo()
 		c2.resetResult()
-		c2.evaluate(name, typeLayer)
-		if c2.st.hasUndelegated && len(c2.st.undelegated) > 0 {
-			r.UndelegatedSecondaryExposures = append([]SecondaryExposure(nil), c2.st.undelegated...)
+		c2.evaluateSpec(name, typeLayer, sp)
+		if c2.st.hasUndelegated {
+			r.UndelegatedSecondaryExposures = e.exps.intern(c2.st.undelegated)
 		}
 	}
 	return r
@@ -154,11 +157,9 @@ func (c *evalCtx) fillEvaluation(ev *Evaluation, name string, recognized bool) {
 	if st.hasGroup {
 		ev.GroupName = st.groupName
 	}
-	if len(st.exps) > 0 {
-		ev.SecondaryExposures = append([]SecondaryExposure(nil), st.exps...)
-	}
-	if st.hasUndelegated && len(st.undelegated) > 0 {
-		ev.UndelegatedSecondaryExposures = append([]SecondaryExposure(nil), st.undelegated...)
+	ev.SecondaryExposures = c.e.exps.intern(st.exps)
+	if st.hasUndelegated {
+		ev.UndelegatedSecondaryExposures = c.e.exps.intern(st.undelegated)
 	}
 	ev.Version, ev.HasVersion = st.version, st.hasVersion
 	ev.SamplingRate, ev.HasSamplingRate = st.samplingRate, st.hasSampling

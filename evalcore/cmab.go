@@ -1,13 +1,18 @@
 package evalcore
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/sigedge/sigedge/evalcore/internal/sha256x"
+)
 
 // cmabConfig is a contextual-bandit config (cmab_configs entry).
 type cmabConfig struct {
 	name          string
 	salt          string
+	saltHash      sha256x.Prefix
 	idType        string
-	idTypeLower   string
+	unit          unitRef
 	enabled       bool
 	defaultValue  []byte
 	groups        []cmabGroup
@@ -22,8 +27,9 @@ type cmabConfig struct {
 }
 
 type cmabGroup struct {
-	name, id string
-	value    []byte
+	name, id  string
+	exploreID string // id + ":explore", built once so results share it
+	value     []byte
 }
 
 func (c *compiler) compileCMABs(raw json.RawMessage) {
@@ -44,8 +50,9 @@ func (c *compiler) compileCMABs(raw json.RawMessage) {
 		}
 		cm := &cmabConfig{name: name}
 		cm.salt, _ = jsonString(f["salt"])
+		cm.saltHash = sha256x.New(cm.salt)
 		cm.idType, _ = jsonString(f["idType"])
-		cm.idTypeLower = lowerString(cm.idType)
+		cm.unit = newUnitRef(cm.idType)
 		cm.enabled, _ = jsonBool(f["enabled"])
 		cm.defaultValue = []byte("{}")
 		if dv, ok := f["defaultValue"]; ok {
@@ -73,16 +80,20 @@ func (c *compiler) compileCMABs(raw json.RawMessage) {
 			if len(g.ParameterValues) > 0 {
 				v = compactJSON(g.ParameterValues)
 			}
-			cm.groups = append(cm.groups, cmabGroup{name: g.Name, id: g.ID, value: v})
+			cm.groups = append(cm.groups, cmabGroup{name: g.Name, id: g.ID, exploreID: g.ID + ":explore", value: v})
 		}
 		c.rs.cmabs[name] = cm
 	}
+	c.rs.cmabNames = sortedKeys(c.rs.cmabs)
 }
 
 // evaluateCMAB evaluates a contextual bandit as far as it is deterministic:
 // not started → "prestart"; targeting gate; without a trained config the
 // group is chosen by hash ("explore"). With a config SC picks by weights or at
-// random; evalcore then uses the same hash-based exploration.
+// random; evalcore then uses the same hash-based exploration. Like SC it
+// reports the result active exactly when the bandit is enabled, whatever an
+// experiment spec of the same name says, and sets that last: a matching
+// targeting gate would have reset it.
 func (c *evalCtx) evaluateCMAB(name string, cm *cmabConfig) {
 	st := &c.st
 	st.idType, st.hasIDType = cm.idType, true
@@ -96,6 +107,7 @@ func (c *evalCtx) evaluateCMAB(name string, cm *cmabConfig) {
 		st.ruleID, st.hasRule = "prestart", true
 		st.json, st.hasJSON = cm.defaultValue, true
 		st.boolValue = false
+		st.isExperimentActive = cm.enabled
 		return
 	}
 	if cm.hasTargeting {
@@ -113,21 +125,19 @@ func (c *evalCtx) evaluateCMAB(name string, cm *cmabConfig) {
 			st.ruleID, st.hasRule = "inlineTargetingRules", true
 			st.json, st.hasJSON = cm.defaultValue, true
 			st.boolValue = false
+			st.isExperimentActive = cm.enabled
 			return
 		}
 	}
-	unit := ""
-	if v := c.u.unitID(cm.idType, cm.idTypeLower); v != nil && v.hasStr {
-		unit = v.str
-	}
-	h := h64Parts(cm.salt, unit) % 10000
+	h := cm.saltHash.Sum64(c.u.unitString(&cm.unit)) % 10000
 	idx := int(float64(h) / (10000.0 / float64(len(cm.groups))))
 	if idx >= len(cm.groups) {
 		idx = len(cm.groups) - 1
 	}
 	g := cm.groups[idx]
-	st.ruleID, st.hasRule = g.id+":explore", true
+	st.ruleID, st.hasRule = g.exploreID, true
 	st.groupName, st.hasGroup = g.name, true
 	st.json, st.hasJSON = g.value, true
 	st.boolValue = true
+	st.isExperimentActive = cm.enabled
 }

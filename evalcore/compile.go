@@ -8,8 +8,12 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/dlclark/regexp2"
+
+	"github.com/sigedge/sigedge/evalcore/internal/sha256x"
 )
 
 // ErrNoUpdates is returned by Compile for a payload that only says
@@ -67,8 +71,21 @@ type RuleSet struct {
 	overrideRules map[string]*rule
 	hasMapping    bool
 
+	// gateRefs are the distinct gate names pass_gate / fail_gate conditions
+	// name (known or not), so the per-evaluation nested-gate memo is a slice
+	// indexed at compile time instead of a map keyed by name; gateRefSpecs
+	// holds their specs (nil when unknown).
+	gateRefs     []string
+	gateRefSpecs []*spec
+	// numPrefixes counts the distinct fixed hash-input prefixes (bucket salts,
+	// "specSalt.ruleSalt"): the size of the per-context hash memo.
+	numPrefixes int
+	// appIDValue is app_id's value for target_app conditions.
+	appIDValue value
+
 	paramStores []*paramStore
 	cmabs       map[string]*cmabConfig
+	cmabNames   []string // sorted
 
 	sessionReplay *sessionReplayInfo
 	problems      []Problem
@@ -100,14 +117,6 @@ type storeParam struct {
 type storeField struct {
 	key string
 	raw []byte
-}
-
-type sessionReplayInfo struct {
-	hasRate    bool
-	rate       []byte
-	blocked    bool
-	hasBlocked bool
-	raw        map[string]json.RawMessage
 }
 
 // Time is the rule set's "time" (last config update time, ms since epoch).
@@ -202,10 +211,34 @@ func isV2(top map[string]json.RawMessage) bool {
 }
 
 type compiler struct {
-	opts    CompileOptions
-	rs      *RuleSet
-	conds   map[string]*condition
-	targets map[string]*target // memo by (raw target, op) so equal targets share one regex
+	opts     CompileOptions
+	rs       *RuleSet
+	conds    map[string]*condition
+	targets  map[string]*target // memo by (raw target, op) so equal targets share one regex
+	gateRefs map[string]int32
+	prefixes map[string]int32
+}
+
+// gateRef interns a nested-gate name.
+func (c *compiler) gateRef(name string) int32 {
+	if i, ok := c.gateRefs[name]; ok {
+		return i
+	}
+	i := int32(len(c.rs.gateRefs))
+	c.gateRefs[name] = i
+	c.rs.gateRefs = append(c.rs.gateRefs, name)
+	return i
+}
+
+// prefixID interns a fixed hash-input prefix: equal prefixes share one memo
+// slot, since equal inputs hash equally.
+func (c *compiler) prefixID(p string) int32 {
+	if i, ok := c.prefixes[p]; ok {
+		return i
+	}
+	i := int32(len(c.prefixes))
+	c.prefixes[p] = i
+	return i
 }
 
 func (c *compiler) problem(section, name, format string, args ...any) {
@@ -228,6 +261,7 @@ func (c *compiler) compile(top map[string]json.RawMessage) {
 	}
 	if s, ok := jsonString(top["app_id"]); ok {
 		rs.appID, rs.hasAppID = s, true
+		rs.appIDValue = newStringValue(s)
 	}
 	if s, ok := jsonString(top["default_environment"]); ok {
 		rs.defaultEnv, rs.hasDefaultEnv = s, true
@@ -237,6 +271,8 @@ func (c *compiler) compile(top map[string]json.RawMessage) {
 
 	c.conds = map[string]*condition{}
 	c.targets = map[string]*target{}
+	c.gateRefs = map[string]int32{}
+	c.prefixes = map[string]int32{}
 	if raw, ok := top["condition_map"]; ok && !isNull(raw) {
 		m, err := decodeObject(raw)
 		if err != nil {
@@ -257,20 +293,42 @@ func (c *compiler) compile(top map[string]json.RawMessage) {
 	rs.layers, rs.layerNames = c.compileSection(top["layer_configs"], "layer_configs", sectionLayer)
 
 	c.compileMappings(top["overrides"], top["override_rules"])
+	c.resolve()
 	c.compileParamStores(top["param_stores"])
 	c.compileCMABs(top["cmab_configs"])
 	if raw, ok := top["session_replay_info"]; ok && firstByte(raw) == '{' {
-		m, _ := decodeObject(raw)
-		sr := &sessionReplayInfo{raw: m}
-		if r, ok := m["sampling_rate"]; ok && !isNull(r) {
-			sr.hasRate, sr.rate = true, compactJSON(r)
-		}
-		if b, ok := jsonBool(m["recording_blocked"]); ok {
-			sr.blocked, sr.hasBlocked = b, true
-		}
-		rs.sessionReplay = sr
+		rs.sessionReplay = compileSessionReplay(raw)
 	}
-	c.conds, c.targets = nil, nil
+	c.conds, c.targets, c.gateRefs, c.prefixes = nil, nil, nil, nil
+}
+
+// resolve links what evaluation would otherwise look up by name: nested
+// gates and config delegates.
+func (c *compiler) resolve() {
+	rs := c.rs
+	rs.gateRefSpecs = make([]*spec, len(rs.gateRefs))
+	for i, name := range rs.gateRefs {
+		if sp := rs.gates[name]; sp != nil {
+			rs.gateRefSpecs[i] = sp
+			sp.refIdx = int32(i)
+		}
+	}
+	link := func(rules []*rule) {
+		for _, r := range rules {
+			if r.hasDelegate {
+				r.delegateSpec = rs.configs[r.configDelegate]
+			}
+		}
+	}
+	for _, m := range []map[string]*spec{rs.gates, rs.configs, rs.layers} {
+		for _, sp := range m {
+			link(sp.rules)
+		}
+	}
+	for _, r := range rs.overrideRules {
+		link([]*rule{r})
+	}
+	rs.numPrefixes = len(c.prefixes)
 }
 
 func (c *compiler) stringMap(raw json.RawMessage) (map[string]string, bool) {
@@ -321,7 +379,7 @@ func (c *compiler) compileSpec(name string, raw json.RawMessage, sec section) (*
 	if err != nil {
 		return nil, fmt.Errorf("spec is not an object")
 	}
-	s := &spec{name: name, section: sec}
+	s := &spec{name: name, section: sec, refIdx: -1}
 	var ok bool
 	if s.typ, err = reqString(f, "type"); err != nil {
 		return nil, err
@@ -385,6 +443,13 @@ func (c *compiler) compileSpec(name string, raw json.RawMessage, sec section) (*
 		if err != nil {
 			return nil, fmt.Errorf("rule %d: %v", i, err)
 		}
+		ruleSalt := r.id
+		if r.hasSalt {
+			ruleSalt = r.salt
+		}
+		prefix := s.salt + "." + ruleSalt
+		r.passPrefix = sha256x.New(prefix)
+		r.passPrefixID = c.prefixID(prefix)
 		s.rules = append(s.rules, r)
 	}
 	return s, nil
@@ -395,17 +460,18 @@ func (c *compiler) compileRule(raw json.RawMessage) (*rule, error) {
 	if err != nil {
 		return nil, errors.New("not an object")
 	}
-	r := &rule{}
+	r := &rule{passPrefixID: -1}
 	if r.name, err = reqString(f, "name"); err != nil {
 		return nil, err
 	}
 	if r.id, err = reqString(f, "id"); err != nil {
 		return nil, err
 	}
-	if r.idType, err = reqString(f, "idType"); err != nil {
+	idType, err := reqString(f, "idType")
+	if err != nil {
 		return nil, err
 	}
-	r.idTypeLower = lowerString(r.idType)
+	r.unit = newUnitRef(idType)
 	pp, ok := jsonNumber(f["passPercentage"])
 	if !ok {
 		return nil, errors.New(`missing or non-numeric "passPercentage"`)
@@ -452,16 +518,17 @@ func (c *compiler) compileCondition(raw json.RawMessage) (*condition, error) {
 	if err != nil {
 		return nil, errors.New("condition is not an object")
 	}
-	cond := &condition{}
+	cond := &condition{gateRef: -1, saltID: -1}
 	typ, err := reqString(f, "type")
 	if err != nil {
 		return nil, err
 	}
 	cond.typ = condTypes[typ]
-	if cond.idType, err = reqString(f, "idType"); err != nil {
+	idType, err := reqString(f, "idType")
+	if err != nil {
 		return nil, err
 	}
-	cond.idTypeLow = lowerString(cond.idType)
+	cond.unit = newUnitRef(idType)
 	op, hasOp, err := optString(f, "operator")
 	if err != nil {
 		return nil, err
@@ -470,10 +537,12 @@ func (c *compiler) compileCondition(raw json.RawMessage) (*condition, error) {
 		cond.hasOp = true
 		cond.op = opTypes[op]
 	}
-	if cond.field, cond.hasField, err = optString(f, "field"); err != nil {
+	field, hasField, err := optString(f, "field")
+	if err != nil {
 		return nil, err
 	}
-	cond.fieldLower = lowerString(cond.field)
+	cond.field, cond.hasField = newFieldRef(field), hasField
+	cond.uaIndex = uaIndex(cond.field.lower)
 	if av, present := f["additionalValues"]; present && !isNull(av) {
 		m, err := decodeObject(av)
 		if err != nil {
@@ -501,7 +570,47 @@ func (c *compiler) compileCondition(raw json.RawMessage) (*condition, error) {
 		c.targets[key] = &t
 		cond.target = t
 	}
+	switch cond.typ {
+	case condPassGate, condFailGate:
+		if cond.target.kind == targetString {
+			cond.gateName = cond.target.str
+		}
+		if cond.gateName != "" {
+			cond.gateRef = c.gateRef(cond.gateName)
+		}
+		cond.isSegment = strings.HasPrefix(cond.gateName, "segment:")
+	case condUserBucket:
+		cond.saltID = c.prefixID(cond.salt)
+		cond.saltHash = sha256x.New(cond.salt)
+		if cond.hasOp && (cond.op == opAny || cond.op == opNone) {
+			cond.target.buckets = bucketBits(&cond.target)
+		}
+	}
 	return cond, nil
+}
+
+// bucketBits is the bucket bitmap of an array or object target (nil for
+// other kinds, which match no bucket through the general path anyway).
+func bucketBits(t *target) *[16]uint64 {
+	var keys []string
+	switch t.kind {
+	case targetArray:
+		keys = t.lowers
+	case targetObject:
+		for k := range t.obj {
+			keys = append(keys, k)
+		}
+	default:
+		return nil
+	}
+	bits := new([16]uint64)
+	for _, k := range keys {
+		// Only canonical decimals equal a bucket's string view ("7", not "07").
+		if n, err := strconv.Atoi(k); err == nil && n >= 0 && n < 1000 && strconv.Itoa(n) == k {
+			bits[n/64] |= 1 << (n % 64)
+		}
+	}
+	return bits
 }
 
 func (c *compiler) compileTarget(raw json.RawMessage, regex bool) target {
@@ -654,9 +763,12 @@ func (c *compiler) compileParamStores(raw json.RawMessage) {
 			ref, _ := jsonString(pf["ref_type"])
 			p := storeParam{name: pname}
 			var order []string
+			// SC writes every parameter with its key as "name", whatever
+			// name the entry itself carries.
+			p.fields = append(p.fields, storeField{key: "name", raw: appendJSONString(nil, pname)})
 			switch ref {
 			case "static":
-				order = []string{"name", "ref_type", "param_type", "value"}
+				order = []string{"ref_type", "param_type", "value"}
 			case "gate":
 				order, p.refKey = []string{"ref_type", "param_type", "gate_name", "pass_value", "fail_value"}, "gate_name"
 			case "dynamic_config":
@@ -682,23 +794,206 @@ func (c *compiler) compileParamStores(raw json.RawMessage) {
 
 // ---- small JSON helpers -------------------------------------------------
 
+// decodeObject splits a JSON object into its members, as json.Unmarshal into
+// a map[string]json.RawMessage does (the last of duplicate keys wins), but
+// after one validation pass it only scans: the values alias raw (capacity
+// clipped, so an append copies) instead of being copied one by one.
 func decodeObject(raw []byte) (map[string]json.RawMessage, error) {
-	var m map[string]json.RawMessage
 	if firstByte(raw) != '{' {
 		return nil, errors.New("not a JSON object")
 	}
-	if err := json.Unmarshal(raw, &m); err != nil {
+	return splitObject(raw, false)
+}
+
+// splitObject is decodeObject; valid says raw is already known to be valid
+// JSON (a member of an object decodeObject validated), so the validation
+// pass is skipped.
+func splitObject(raw []byte, valid bool) (map[string]json.RawMessage, error) {
+	if firstByte(raw) != '{' {
+		return nil, errors.New("not a JSON object")
+	}
+	if !valid && !json.Valid(raw) {
+		var m map[string]json.RawMessage
+		err := json.Unmarshal(raw, &m) // for its error message
+		if err == nil {
+			err = errors.New("invalid JSON")
+		}
 		return nil, err
+	}
+	t := trimJSONSpace(raw)
+	m := make(map[string]json.RawMessage)
+	i := skipJSONSpace(t, 1)
+	for t[i] != '}' {
+		kEnd := endOfJSONString(t, i)
+		key, ok := fastString(t[i:kEnd])
+		if !ok {
+			if err := json.Unmarshal(t[i:kEnd], &key); err != nil {
+				return nil, err
+			}
+		}
+		i = skipJSONSpace(t, kEnd) + 1 // ':'
+		i = skipJSONSpace(t, i)
+		vEnd := endOfJSONValue(t, i)
+		m[key] = json.RawMessage(t[i:vEnd:vEnd])
+		i = skipJSONSpace(t, vEnd)
+		if t[i] == ',' {
+			i = skipJSONSpace(t, i+1)
+		}
 	}
 	return m, nil
 }
 
+func skipJSONSpace(t []byte, i int) int {
+	for i < len(t) && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// endOfJSONString returns the index after the string literal starting at i
+// (t is valid JSON).
+func endOfJSONString(t []byte, i int) int {
+	for j := i + 1; j < len(t); j++ {
+		switch t[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(t)
+}
+
+// endOfJSONValue returns the index after the value starting at i (t is valid JSON).
+func endOfJSONValue(t []byte, i int) int {
+	switch t[i] {
+	case '"':
+		return endOfJSONString(t, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(t); j++ {
+			switch t[j] {
+			case '"':
+				j = endOfJSONString(t, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(t)
+	}
+	j := i
+	for j < len(t) && t[j] != ',' && t[j] != '}' && t[j] != ']' && t[j] != ' ' && t[j] != '\t' && t[j] != '\n' && t[j] != '\r' {
+		j++
+	}
+	return j
+}
+
+// decodeAny decodes the first JSON value of raw as a json.Decoder with
+// UseNumber does. Scalars, which are most of what users and targets hold,
+// take a fast path: a Decoder costs microseconds and a 2 KB buffer each.
 func decodeAny(raw []byte) (any, error) {
+	t := trimJSONSpace(raw)
+	if len(t) > 0 {
+		switch c := t[0]; {
+		case c == '"':
+			if s, ok := fastString(t); ok {
+				return s, nil
+			}
+		case c == 't' && string(t) == "true":
+			return true, nil
+		case c == 'f' && string(t) == "false":
+			return false, nil
+		case c == 'n' && string(t) == "null":
+			return nil, nil
+		case c == '-' || c >= '0' && c <= '9':
+			if isJSONNumber(t) {
+				return json.Number(t), nil
+			}
+		}
+	}
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
 	var v any
 	err := d.Decode(&v)
 	return v, err
+}
+
+func trimJSONSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r') {
+		b = b[1:]
+	}
+	for n := len(b); n > 0 && (b[n-1] == ' ' || b[n-1] == '\t' || b[n-1] == '\n' || b[n-1] == '\r'); n-- {
+		b = b[:n-1]
+	}
+	return b
+}
+
+// fastString decodes a JSON string literal that is the whole of t and needs
+// no unescaping or UTF-8 repair; ok is false for anything else (the caller
+// falls back to encoding/json).
+func fastString(t []byte) (string, bool) {
+	if len(t) < 2 || t[0] != '"' || t[len(t)-1] != '"' {
+		return "", false
+	}
+	body := t[1 : len(t)-1]
+	ascii := true
+	for _, c := range body {
+		if c == '\\' || c == '"' || c < 0x20 {
+			return "", false
+		}
+		if c >= 0x80 {
+			ascii = false
+		}
+	}
+	if !ascii && !utf8.Valid(body) {
+		return "", false // encoding/json replaces invalid bytes with U+FFFD
+	}
+	return string(body), true
+}
+
+// isJSONNumber reports whether t is exactly one JSON number.
+func isJSONNumber(t []byte) bool {
+	i := 0
+	if i < len(t) && t[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(t) && t[i] == '0':
+		i++
+	case i < len(t) && t[i] >= '1' && t[i] <= '9':
+		for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+			i++
+		}
+	default:
+		return false
+	}
+	if i < len(t) && t[i] == '.' {
+		i++
+		if i == len(t) || t[i] < '0' || t[i] > '9' {
+			return false
+		}
+		for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+			i++
+		}
+	}
+	if i < len(t) && (t[i] == 'e' || t[i] == 'E') {
+		i++
+		if i < len(t) && (t[i] == '+' || t[i] == '-') {
+			i++
+		}
+		if i == len(t) || t[i] < '0' || t[i] > '9' {
+			return false
+		}
+		for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+			i++
+		}
+	}
+	return i == len(t)
 }
 
 func firstByte(raw []byte) byte {
@@ -717,6 +1012,9 @@ func isNull(raw []byte) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("
 func jsonString(raw []byte) (string, bool) {
 	if firstByte(raw) != '"' {
 		return "", false
+	}
+	if s, ok := fastString(trimJSONSpace(raw)); ok {
+		return s, true
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
@@ -806,6 +1104,9 @@ func optStringList(f map[string]json.RawMessage, key string) ([]string, bool, er
 }
 
 func compactJSON(raw []byte) []byte {
+	if isCompact(raw) {
+		return bytes.Clone(raw)
+	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, raw); err != nil {
 		return append([]byte(nil), raw...)
@@ -825,4 +1126,22 @@ func sortedKeys[V any](m map[string]V) []string {
 func numberFloat(n json.Number) float64 {
 	f, _ := strconv.ParseFloat(string(n), 64)
 	return f
+}
+
+// isCompact reports whether raw has no whitespace outside strings (so
+// json.Compact would return it unchanged, assuming it is valid JSON).
+func isCompact(raw []byte) bool {
+	in := false
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case in && c == '\\':
+			i++
+		case c == '"':
+			in = !in
+		case !in && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return false
+		}
+	}
+	return !in
 }

@@ -24,38 +24,41 @@ func (c *evalCtx) evaluateCondition(cond *condition) {
 		}
 	case condUABased:
 		if cond.hasField {
-			if v = c.u.userValue(cond.field, cond.fieldLower); v == nil {
-				v = c.userAgentValue(cond.fieldLower)
+			if v = c.u.userValue(&cond.field); v == nil && cond.uaIndex >= 0 {
+				v = c.userAgentValue(cond.uaIndex)
 			}
 		}
 	case condIPBased:
 		if cond.hasField {
-			if v = c.u.userValue(cond.field, cond.fieldLower); v == nil && cond.field == "country" {
+			if v = c.u.userValue(&cond.field); v == nil && cond.field.name == "country" {
 				v = c.countryValue()
 			}
 		}
 	case condUserField:
 		if cond.hasField {
-			v = c.u.userValue(cond.field, cond.fieldLower)
+			v = c.u.userValue(&cond.field)
 		}
 	case condEnvironment:
 		if cond.hasField {
-			v = c.environmentValue(cond.field, cond.fieldLower)
+			v = c.environmentValue(&cond.field)
 		}
 	case condCurrentTime:
 		// SC's timestamp value: only an integer view (its JSON is null).
-		c.scratch = value{kind: kindNull, i: c.now, hasInt: true}
+		c.scratch = value{kind: kindNull, i: c.nowMs(), hasInt: true}
 		v = &c.scratch
 	case condUserBucket:
-		unit := ""
-		if u := c.u.unitID(cond.idType, cond.idTypeLow); u != nil && u.hasStr {
-			unit = u.str
+		unit := c.u.unitString(&cond.unit)
+		b := c.hashPrefix(cond.saltID, &cond.saltHash, unit) % 1000
+		if bits := cond.target.buckets; bits != nil {
+			// any / none on a bucket set (compareStringsInArray's result).
+			st.boolValue = (bits[b/64]>>(b%64)&1 == 1) != (cond.op == opNone)
+			return
 		}
-		v = &c.e.buckets[h64Parts(cond.salt, unit)%1000]
+		v = &c.e.buckets[b]
 	case condTargetApp:
 		v = c.appID
 	case condUnitID:
-		v = c.u.unitID(cond.idType, cond.idTypeLow)
+		v = c.u.unitID(&cond.unit)
 	default:
 		st.unsupported = true
 		return
@@ -107,8 +110,8 @@ func (c *evalCtx) experimentGroup(cond *condition) *value {
 		return nil
 	}
 	sub := c.e.getCtx(c.u)
-	sub.now = c.now
-	sub.evaluate(cond.field, typeExperiment)
+	sub.now, sub.hasNow = c.nowMs(), true
+	sub.evaluate(cond.field.name, typeExperiment)
 	group, ok := sub.st.groupName, sub.st.hasGroup
 	c.e.putCtx(sub)
 	if !ok {
@@ -118,18 +121,18 @@ func (c *evalCtx) experimentGroup(cond *condition) *value {
 	return &c.scratch
 }
 
-func (c *evalCtx) environmentValue(field, lower string) *value {
+func (c *evalCtx) environmentValue(f *fieldRef) *value {
 	if c.u.env != nil {
-		if s, ok := c.u.env[field]; ok {
+		if s, ok := c.u.env[f.name]; ok {
 			c.scratch = newStringValue(s)
 			return &c.scratch
 		}
 	}
 	if c.e.env != nil {
-		if v, ok := c.e.env[field]; ok {
+		if v, ok := c.e.env[f.name]; ok {
 			return v
 		}
-		if v, ok := c.e.env[lower]; ok {
+		if v, ok := c.e.env[f.lower]; ok {
 			return v
 		}
 	}
@@ -139,41 +142,49 @@ func (c *evalCtx) environmentValue(field, lower string) *value {
 // maxUserAgentLength is SC's limit: longer user agents are not parsed.
 const maxUserAgentLength = 1000
 
-func (c *evalCtx) userAgentValue(lowerField string) *value {
-	idx := -1
-	switch lowerField {
-	case "os_name", "osname":
-		idx = 0
-	case "os_version", "osversion":
-		idx = 1
-	case "browser_name", "browsername":
-		idx = 2
-	case "browser_version", "browserversion":
-		idx = 3
-	}
-	if idx < 0 {
-		return nil
-	}
+// uaParts is a parsed user agent's four views (ok false: nothing to parse).
+type uaParts struct {
+	ok    bool
+	parts [4]value
+}
+
+// userAgentValue is part idx of the user's parsed user agent. The default
+// parser is deterministic, so its result is kept on the user for every later
+// evaluation; a caller's parser is asked once per context.
+func (c *evalCtx) userAgentValue(idx int8) *value {
 	if !c.uaDone {
 		c.uaDone = true
-		ua := c.u.userValue("userAgent", "useragent")
-		if ua != nil && ua.hasStr && len(ua.str) <= maxUserAgentLength && c.e.opts.ParseUserAgent != nil {
-			r := c.e.opts.ParseUserAgent(ua.str)
-			c.ua = [4]value{newStringValue(r.OSName), newStringValue(r.OSVersion),
-				newStringValue(r.BrowserName), newStringValue(r.BrowserVersion)}
-			c.uaOK = true
+		if c.e.defaultUA {
+			if p := c.u.uaCache.Load(); p != nil {
+				c.ua = p
+			} else {
+				c.ua = c.parseUserAgent()
+				c.u.uaCache.Store(c.ua)
+			}
+		} else {
+			c.ua = c.parseUserAgent()
 		}
 	}
-	if !c.uaOK {
+	if !c.ua.ok {
 		return nil
 	}
-	return &c.ua[idx]
+	return &c.ua.parts[idx]
+}
+
+func (c *evalCtx) parseUserAgent() *uaParts {
+	ua := c.u.userValue(&userAgentField)
+	if ua == nil || !ua.hasStr || len(ua.str) > maxUserAgentLength || c.e.opts.ParseUserAgent == nil {
+		return &uaParts{}
+	}
+	r := c.e.opts.ParseUserAgent(ua.str)
+	return &uaParts{ok: true, parts: [4]value{newStringValue(r.OSName), newStringValue(r.OSVersion),
+		newStringValue(r.BrowserName), newStringValue(r.BrowserVersion)}}
 }
 
 func (c *evalCtx) countryValue() *value {
 	if !c.countryDone {
 		c.countryDone = true
-		ip := c.u.userValue("ip", "ip")
+		ip := c.u.userValue(&ipField)
 		if ip != nil && ip.hasStr && c.e.opts.Countries != nil {
 			if cc, ok := lookupCountry(c.e.opts.Countries, ip.str); ok {
 				c.country, c.hasCountry = newStringValue(cc), true
@@ -224,7 +235,16 @@ func compareStringsInArray(v *value, t *target, op opType, ignoreCase bool) bool
 	case t.kind != targetArray:
 		res = false
 	case ignoreCase && (op == opAny || op == opNone):
-		_, res = t.set[ls]
+		if len(t.lowers) <= smallSet {
+			for _, k := range t.lowers {
+				if k == ls {
+					res = true
+					break
+				}
+			}
+		} else {
+			_, res = t.set[ls]
+		}
 	default:
 		left := s
 		if ignoreCase {

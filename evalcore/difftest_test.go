@@ -1,14 +1,15 @@
 package evalcore
 
 import (
-	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,15 +17,21 @@ import (
 
 // Differential testing against the reference SDK (statsig-node-core, run by
 // ../shared/reference). Opt-in: SIGEDGE_DIFFTEST=1, with SIGEDGE_REFERENCE
-// pointing at an installed copy of the runner (npm ci done). Mismatches are
-// written as regression cases into testdata/regress when
-// SIGEDGE_DIFFTEST_RECORD=1; TestRegressionCases replays them always.
+// pointing at an installed copy of the runner (npm ci done); rounds and seed
+// from SIGEDGE_DIFFTEST_ROUNDS / SIGEDGE_DIFFTEST_SEED. A mismatching case is
+// shrunk (SIGEDGE_DIFFTEST_SHRINK=0 skips that) and, with
+// SIGEDGE_DIFFTEST_RECORD=1, written into testdata/regress;
+// TestRegressionCases replays those cases always.
 
+// regressionCase is a rule set, users and the reference's answers: evaluation
+// records (Expected) and/or initialize records (Initialize, for ClientKey).
 type regressionCase struct {
-	Note     string            `json:"note,omitempty"`
-	RuleSet  json.RawMessage   `json:"ruleset"`
-	Users    []json.RawMessage `json:"users"`
-	Expected []json.RawMessage `json:"expected"`
+	Note       string            `json:"note,omitempty"`
+	ClientKey  string            `json:"client_key,omitempty"`
+	RuleSet    json.RawMessage   `json:"ruleset"`
+	Users      []json.RawMessage `json:"users"`
+	Expected   []json.RawMessage `json:"expected,omitempty"`
+	Initialize []json.RawMessage `json:"initialize,omitempty"`
 }
 
 func referenceDir(t *testing.T) string {
@@ -42,36 +49,76 @@ func referenceDir(t *testing.T) string {
 // runReference evaluates users against payload with the reference runner.
 func runReference(t *testing.T, dir string, payload []byte, users []json.RawMessage) []json.RawMessage {
 	t.Helper()
-	tmp := t.TempDir()
-	rsPath := filepath.Join(tmp, "ruleset.json")
-	usersPath := filepath.Join(tmp, "users.jsonl")
-	if err := os.WriteFile(rsPath, payload, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var ub bytes.Buffer
-	for _, u := range users {
-		ub.Write(u)
-		ub.WriteByte('\n')
-	}
-	if err := os.WriteFile(usersPath, ub.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(dir, "bin", "evaluate"), "--quiet", rsPath, usersPath)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	recs, err := runReferenceTool(t, dir, "evaluate", []string{"--quiet"}, payload, users)
 	if err != nil {
-		t.Fatalf("reference runner: %v\n%s", err, stderr.String())
-	}
-	var recs []json.RawMessage
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
-	for sc.Scan() {
-		if line := bytes.TrimSpace(sc.Bytes()); len(line) > 0 {
-			recs = append(recs, append(json.RawMessage(nil), line...))
-		}
+		t.Fatal(err)
 	}
 	return recs
+}
+
+// gcirExposureAlternatives returns the secondary exposures of every gate and
+// the undelegated exposures of every layer in u's initialize response, built
+// in evalcore's order and in orderVariants shuffled ones, keyed "gate/name"
+// and "layer/name".
+func gcirExposureAlternatives(e *Evaluator, u *User) map[string][][]expExposure {
+	out := map[string][][]expExposure{}
+	if u == nil {
+		return out
+	}
+	shuffle := rand.New(rand.NewPCG(7, 11))
+	for v := 0; v <= orderVariants; v++ {
+		opts := InitOptions{Hash: HashNone}
+		if v > 0 {
+			opts.permute = func(names []string) []string {
+				p := slices.Clone(names)
+				shuffle.Shuffle(len(p), func(i, j int) { p[i], p[j] = p[j], p[i] })
+				return p
+			}
+		}
+		raw, err := e.ClientInitializeResponse(u, opts)
+		if err != nil {
+			continue
+		}
+		var resp struct {
+			Gates map[string]struct {
+				Secondary []expExposure `json:"secondary_exposures"`
+			} `json:"feature_gates"`
+			Layers map[string]struct {
+				Undelegated []expExposure `json:"undelegated_secondary_exposures"`
+			} `json:"layer_configs"`
+		}
+		if json.Unmarshal(raw, &resp) != nil {
+			continue
+		}
+		for n, g := range resp.Gates {
+			out["gate/"+n] = append(out["gate/"+n], g.Secondary)
+		}
+		for n, l := range resp.Layers {
+			out["layer/"+n] = append(out["layer/"+n], l.Undelegated)
+		}
+	}
+	return out
+}
+
+// referenceSurvivors evaluates users with the reference; when the reference
+// aborts (SC panics on some inputs), it finds the users it aborts on by
+// running them one by one, logs them (nothing to compare there) and returns
+// the others with their records.
+func referenceSurvivors(t *testing.T, dir string, payload []byte, users []json.RawMessage) ([]json.RawMessage, []json.RawMessage) {
+	t.Helper()
+	recs, err := runReferenceTool(t, dir, "evaluate", []string{"--quiet"}, payload, users)
+	if err == nil {
+		return users, recs
+	}
+	var kept []json.RawMessage
+	for _, u := range users {
+		if _, err := runReferenceTool(t, dir, "evaluate", []string{"--quiet"}, payload, []json.RawMessage{u}); err != nil {
+			t.Logf("the reference aborts on user %s: %.300s", u, err)
+			continue
+		}
+		kept = append(kept, u)
+	}
+	return kept, runReference(t, dir, payload, kept)
 }
 
 // compareCase checks evalcore against expected records; it returns the diffs.
@@ -86,9 +133,18 @@ func compareCase(t *testing.T, c regressionCase) []string {
 	for i, raw := range c.Users {
 		users[i], _ = ParseUser(raw)
 	}
+	// Exposure lists of gates and layers in initialize responses built in
+	// shuffled spec orders, per user, computed when first needed.
+	cache := map[int]map[string][][]expExposure{}
+	alts := func(user int, kind, name string) [][]expExposure {
+		if cache[user] == nil {
+			cache[user] = gcirExposureAlternatives(e, users[user])
+		}
+		return cache[user][kind+"/"+name]
+	}
 	var out []string
 	for _, rec := range c.Expected {
-		diffs, label, skip := checkRecord(e, users, rec, nil)
+		diffs, label, skip := checkRecord(e, users, rec, nil, alts)
 		if skip || len(diffs) == 0 {
 			continue
 		}
@@ -99,12 +155,14 @@ func compareCase(t *testing.T, c regressionCase) []string {
 
 func TestRegressionCases(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join("testdata", "regress", "*.json"))
+	gz, _ := filepath.Glob(filepath.Join("testdata", "regress", "*.json.gz"))
+	files = append(files, gz...)
 	if len(files) == 0 {
 		t.Skip("no regression cases")
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			b, err := os.ReadFile(f)
+			b, err := readMaybeGzip(f)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,7 +170,12 @@ func TestRegressionCases(t *testing.T) {
 			if err := json.Unmarshal(b, &c); err != nil {
 				t.Fatal(err)
 			}
-			for i, d := range compareCase(t, c) {
+			if len(c.Expected) == 0 && len(c.Initialize) == 0 {
+				t.Fatal("case has no expected records")
+			}
+			diffs := compareCase(t, c)
+			diffs = append(diffs, compareInitCase(c)...)
+			for i, d := range diffs {
 				if i >= 10 {
 					t.Errorf("...")
 					break
@@ -123,36 +186,36 @@ func TestRegressionCases(t *testing.T) {
 	}
 }
 
+// readMaybeGzip reads a file, gunzipping names ending in .gz.
+func readMaybeGzip(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil || !strings.HasSuffix(path, ".gz") {
+		return b, err
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(zr)
+}
+
 func TestDifferentialRandom(t *testing.T) {
 	dir := referenceDir(t)
-	rounds := 10
-	if s := os.Getenv("SIGEDGE_DIFFTEST_ROUNDS"); s != "" {
-		rounds, _ = strconv.Atoi(s)
-	}
-	seed := uint64(1)
-	if s := os.Getenv("SIGEDGE_DIFFTEST_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
+	rounds, seed := diffRoundsAndSeed(10)
 	for round := 0; round < rounds; round++ {
-		g := &ruleGen{r: rand.New(rand.NewPCG(seed, uint64(round)))}
+		// Odd rounds add target_app conditions and app ids to the rule set.
+		g := &ruleGen{r: rand.New(rand.NewPCG(seed, uint64(round))), apps: round%2 == 1}
 		payload, users := g.ruleSet(), g.users(25)
 		c := regressionCase{RuleSet: payload, Users: users}
-		c.Expected = runReference(t, dir, payload, users)
+		c.Users, c.Expected = referenceSurvivors(t, dir, payload, users)
 		if round == 0 {
 			t.Logf("round 0: %d reference records", len(c.Expected))
 		}
-		diffs := compareCase(t, c)
-		if len(diffs) == 0 {
+		if len(compareCase(t, c)) == 0 {
 			continue
 		}
-		name := fmt.Sprintf("random_s%d_r%d.json", seed, round)
-		if os.Getenv("SIGEDGE_DIFFTEST_RECORD") == "1" {
-			c.Note = "differential mismatch found by TestDifferentialRandom"
-			b, _ := json.MarshalIndent(c, "", " ")
-			_ = os.MkdirAll(filepath.Join("testdata", "regress"), 0o755)
-			_ = os.WriteFile(filepath.Join("testdata", "regress", name), b, 0o644)
-		}
-		for i, d := range diffs {
+		c = recordMismatch(t, dir, c, fmt.Sprintf("random_s%d_r%d.json", seed, round))
+		for i, d := range compareCase(t, c) {
 			if i >= 8 {
 				break
 			}
@@ -168,6 +231,7 @@ type ruleGen struct {
 	r     *rand.Rand
 	conds map[string]any
 	gates []string
+	apps  bool // add initialize-only parts (appExtras, target_app conditions)
 }
 
 func (g *ruleGen) pick(xs ...any) any { return xs[g.r.IntN(len(xs))] }
@@ -206,6 +270,13 @@ var genOps = []string{"gt", "gte", "lt", "lte", "version_gt", "version_gte", "ve
 func (g *ruleGen) condition() string {
 	id := "c" + strconv.Itoa(len(g.conds))
 	c := map[string]any{"idType": g.pick("userID", "userID", "companyID", "stableID")}
+	if g.apps && g.r.IntN(8) == 0 {
+		c["type"] = "target_app"
+		c["operator"] = g.pick("any", "none", "eq", "neq", "any_case_sensitive", "str_contains_any")
+		c["targetValue"] = g.pick([]any{"app_a"}, []any{"app_b", "app_c"}, "app_a", nil, []any{"APP_C"})
+		g.conds[id] = c
+		return id
+	}
 	switch g.r.IntN(20) {
 	case 0:
 		c["type"] = "public"
@@ -321,9 +392,13 @@ func (g *ruleGen) ruleSet() json.RawMessage {
 		layers[name] = map[string]any{"type": "dynamic_config", "entity": "layer", "salt": "salt_" + name,
 			"enabled": true, "defaultValue": map[string]any{"p": "layer_default", "q": 1}, "idType": "userID", "rules": rules}
 	}
-	b, _ := json.Marshal(map[string]any{"response_format": "dcs-v2", "has_updates": true, "time": 1000,
+	top := map[string]any{"response_format": "dcs-v2", "has_updates": true, "time": 1000,
 		"feature_gates": gates, "dynamic_configs": configs, "layer_configs": layers,
-		"experiment_to_layer": map[string]any{}, "condition_map": g.conds})
+		"experiment_to_layer": map[string]any{}, "condition_map": g.conds}
+	if g.apps {
+		g.appExtras(top)
+	}
+	b, _ := json.Marshal(top)
 	return b
 }
 

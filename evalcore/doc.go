@@ -29,12 +29,20 @@
 //	l := e.GetLayer(u, "my_layer")       // LayerResult
 //	b, err := e.ClientInitializeResponse(u, evalcore.InitOptions{Hash: evalcore.HashDJB2})
 //
-// GateValue is the allocation-free form of CheckGate. Results carry the
-// value (config values are raw JSON shared with the RuleSet: read-only), rule
-// id, group name, id type, secondary and undelegated secondary exposures,
-// explicit parameters, allocated experiment, experiment flags, version,
-// sampling information and the reason (Recognized, Unrecognized,
+// GateValue is CheckGate's value alone. In the steady state neither
+// allocates: evaluation contexts are pooled, nested-gate and hash memos are
+// per-context slices indexed at compile time, and results share the
+// Evaluator's interned exposure lists. Results carry the value (config
+// values are raw JSON shared with the RuleSet: read-only), rule id, group
+// name, id type, secondary and undelegated secondary exposures (shared,
+// read-only), explicit parameters, allocated experiment, experiment flags,
+// version, sampling information and the reason (Recognized, Unrecognized,
 // Unsupported, Error).
+//
+// Per-user work is done once per User and kept on it: the default user-agent
+// parse. Hashing a salt with a unit id uses a SHA-256 midstate of the salt
+// prepared at compile time and finishes with SHA-NI where the CPU has it
+// (internal/sha256x).
 //
 // # Exposures
 //
@@ -60,4 +68,13 @@
 // backtracking fallback, and target-array numbers keyed the way the reference
 // runner's JavaScript prints them. Where SC would crash (a dotted-quad IP of
 // 2^32 or more) evalcore answers "no country".
+//
+// In initialize responses SC also writes configs' and layers' JSON as it is
+// (null when unset), lists contextual bandits with the dynamic configs, and
+// evaluates the session-replay targeting gate after every spec without
+// resetting the result. SC walks its spec maps in a random order, so where
+// the shared memo or a leaked result makes the order visible its answers
+// vary from run to run; evalcore uses sorted name order. SC samples session
+// recording at random for rates between 0 and 1; evalcore uses a hash of the
+// user's stable or user id instead.
 package evalcore

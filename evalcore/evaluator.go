@@ -2,9 +2,11 @@ package evalcore
 
 import (
 	"errors"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/sigedge/sigedge/evalcore/internal/sha256x"
 )
 
 // maxNesting is SC's limit on nested evaluations (gates, delegates).
@@ -53,12 +55,15 @@ type EvaluatorOptions struct {
 
 // Evaluator evaluates one RuleSet. It is safe for concurrent use.
 type Evaluator struct {
-	rs      *RuleSet
-	opts    EvaluatorOptions
-	env     map[string]*value // instance environment, parsed
-	envRaw  map[string]string
-	buckets []value // user_bucket values 0..999
-	pool    sync.Pool
+	rs        *RuleSet
+	opts      EvaluatorOptions
+	defaultUA bool              // the package's parser: its results may be cached per user
+	env       map[string]*value // instance environment, parsed
+	envRaw    map[string]string
+	buckets   []value // user_bucket values 0..999
+	pool      sync.Pool
+	exps      internTable  // shared, read-only exposure lists of results
+	gcirSize  atomic.Int64 // length of the last initialize response, a size hint
 }
 
 // NewEvaluator builds an Evaluator for rs.
@@ -66,6 +71,7 @@ func NewEvaluator(rs *RuleSet, opts EvaluatorOptions) *Evaluator {
 	e := &Evaluator{rs: rs, opts: opts}
 	if opts.ParseUserAgent == nil {
 		e.opts.ParseUserAgent = defaultUserAgentParser
+		e.defaultUA = true
 	}
 	switch {
 	case len(opts.Environment) > 0:
@@ -84,7 +90,13 @@ func NewEvaluator(rs *RuleSet, opts EvaluatorOptions) *Evaluator {
 	for i := range e.buckets {
 		e.buckets[i] = newNumberValue(float64(i))
 	}
-	e.pool.New = func() any { return &evalCtx{memo: map[string]memoEntry{}} }
+	e.exps.init(len(rs.gates))
+	e.pool.New = func() any {
+		return &evalCtx{
+			memo:  make([]memoEntry, len(rs.gateRefs)),
+			hmemo: make([]hashMemo, rs.numPrefixes),
+		}
+	}
 	return e
 }
 
@@ -98,11 +110,22 @@ func (e *Evaluator) now() int64 {
 	return time.Now().UnixMilli()
 }
 
+// memoEntry is one nested-gate memo slot, valid when epoch is the context's.
 type memoEntry struct {
+	epoch      uint32
 	value      bool
-	ruleID     string
 	hasRule    bool
-	start, end int
+	ruleID     string
+	start, end int32 // the gate's exposures in evalCtx.memoExp
+}
+
+// hashMemo is one hash memo slot: the hash of prefix "." unit for the
+// context's epoch. Experiments hash the same salt and unit once per group
+// rule, and initialize responses reach the same rules many times.
+type hashMemo struct {
+	epoch uint32
+	unit  string
+	h     uint64
 }
 
 // state mirrors SC's EvaluatorResult: one mutable result shared by nested
@@ -142,25 +165,29 @@ type state struct {
 	err                error
 }
 
-// evalCtx is SC's EvaluatorContext: one top-level evaluation (or a whole GCIR).
+// evalCtx is SC's EvaluatorContext: one top-level evaluation (or a whole
+// GCIR). Contexts are pooled; per-evaluation memos are invalidated by bumping
+// epoch rather than cleared.
 type evalCtx struct {
-	e       *Evaluator
-	rs      *RuleSet
-	u       *User
-	now     int64
-	appID   *value
-	gcir    bool
-	nested  int
-	memo    map[string]memoEntry
-	memoExp []SecondaryExposure
-	st      state
+	e      *Evaluator
+	rs     *RuleSet
+	u      *User
+	now    int64
+	hasNow bool
+	appID  *value
+	gcir   bool
+	nested int
+	epoch  uint32
+	memo   []memoEntry // by RuleSet.gateRefs index
+	hmemo  []hashMemo  // by hash prefix id
+	st     state
 
+	memoExp        []SecondaryExposure
 	expBuf, undBuf []SecondaryExposure
 	free           [][]SecondaryExposure
 
 	uaDone      bool
-	ua          [4]value
-	uaOK        bool
+	ua          *uaParts
 	countryDone bool
 	country     value
 	hasCountry  bool
@@ -171,24 +198,42 @@ type evalCtx struct {
 func (e *Evaluator) getCtx(u *User) *evalCtx {
 	c := e.pool.Get().(*evalCtx)
 	c.e, c.rs, c.u = e, e.rs, u
-	c.now = e.now()
+	c.hasNow = false
 	c.gcir = false
 	c.appID = nil
 	if e.rs.hasAppID {
-		c.appIDVal = newStringValue(e.rs.appID)
-		c.appID = &c.appIDVal
+		c.appID = &e.rs.appIDValue
+	}
+	c.epoch++
+	if c.epoch == 0 {
+		// Wrapped: stale slots could look current.
+		clear(c.memo)
+		clear(c.hmemo)
+		c.epoch = 1
 	}
 	c.resetResult()
 	return c
 }
 
 func (e *Evaluator) putCtx(c *evalCtx) {
-	clear(c.memo)
+	c.saveBuffers()
 	c.memoExp = c.memoExp[:0]
-	c.uaDone, c.countryDone, c.uaOK, c.hasCountry = false, false, false, false
+	c.uaDone, c.countryDone, c.hasCountry = false, false, false
+	c.ua = nil
 	c.u = nil
-	c.st = state{}
+	// c.st is reset by the next getCtx; what it still references belongs to
+	// this evaluator's rule set, except the parameter map of a new-style layer.
+	c.st.paramRuleIDs = nil
 	e.pool.Put(c)
+}
+
+// nowMs is the evaluation's clock, read once per context and only when a
+// condition or override needs it.
+func (c *evalCtx) nowMs() int64 {
+	if !c.hasNow {
+		c.now, c.hasNow = c.e.now(), true
+	}
+	return c.now
 }
 
 // resetResult is SC's reset_result: a fresh result and nesting count (the
@@ -231,7 +276,12 @@ func (c *evalCtx) lookup(name string, t specType) *spec {
 
 // evaluate is SC's Evaluator::evaluate. It reports whether the spec was recognized.
 func (c *evalCtx) evaluate(name string, t specType) bool {
-	sp := c.lookup(name, t)
+	return c.evaluateSpec(name, t, c.lookup(name, t))
+}
+
+// evaluateSpec is evaluate with the spec already looked up (sp is what
+// lookup(name, t) returns).
+func (c *evalCtx) evaluateSpec(name string, t specType, sp *spec) bool {
 	if c.rs.hasMapping && c.tryConfigMapping(name, t, sp) {
 		return true
 	}
@@ -364,12 +414,13 @@ func (c *evalCtx) evaluateRule(r *rule) {
 }
 
 func (c *evalCtx) evaluateNestedGate(cond *condition) {
-	name := ""
-	if cond.target.kind == targetString {
-		name = cond.target.str
-	}
+	name := cond.gateName
 	st := &c.st
-	if m, ok := c.memo[name]; ok {
+	var m *memoEntry
+	if cond.gateRef >= 0 {
+		m = &c.memo[cond.gateRef]
+	}
+	if m != nil && m.epoch == c.epoch {
 		st.boolValue = m.value
 		st.ruleID, st.hasRule = m.ruleID, m.hasRule
 		st.exps = append(st.exps, c.memoExp[m.start:m.end]...)
@@ -377,10 +428,16 @@ func (c *evalCtx) evaluateNestedGate(cond *condition) {
 		if !c.prepNested() {
 			return
 		}
+		var sp *spec
+		if cond.gateRef >= 0 {
+			sp = c.rs.gateRefSpecs[cond.gateRef]
+		} else {
+			sp = c.rs.gates[name]
+		}
 		// SC stashes the outer exposures and evaluates the gate into a fresh list.
 		stash := st.exps
 		st.exps = c.takeBuf()
-		c.evaluate(name, typeGate)
+		c.evaluateSpec(name, typeGate, sp)
 		nested := st.exps
 		if st.err != nil {
 			return
@@ -389,15 +446,15 @@ func (c *evalCtx) evaluateNestedGate(cond *condition) {
 			// SC returns before restoring the stash: only the nested list survives.
 			return
 		}
-		if name != "" {
+		if m != nil {
 			ms := len(c.memoExp)
 			c.memoExp = append(c.memoExp, nested...)
-			c.memo[name] = memoEntry{value: st.boolValue, ruleID: st.ruleID, hasRule: st.hasRule, start: ms, end: len(c.memoExp)}
+			*m = memoEntry{epoch: c.epoch, value: st.boolValue, ruleID: st.ruleID, hasRule: st.hasRule, start: int32(ms), end: int32(len(c.memoExp))}
 		}
 		st.exps = append(stash, nested...)
 		c.releaseBuf(nested)
 	}
-	if !strings.HasPrefix(name, "segment:") && st.hasRule {
+	if !cond.isSegment && st.hasRule {
 		if !st.hasSampling {
 			st.analytical = true
 		}
@@ -430,7 +487,7 @@ func (c *evalCtx) evaluateDelegate(r *rule) bool {
 	if !r.hasDelegate {
 		return false
 	}
-	dsp := c.rs.configs[r.configDelegate]
+	dsp := r.delegateSpec
 	if dsp == nil {
 		return false
 	}
@@ -440,7 +497,7 @@ func (c *evalCtx) evaluateDelegate(r *rule) bool {
 	if !c.prepNested() {
 		return true
 	}
-	if !c.evaluate(r.configDelegate, typeExperiment) {
+	if !c.evaluateSpec(r.configDelegate, typeExperiment, dsp) {
 		st.undelegated, st.hasUndelegated = st.undelegated[:0], false
 		return false
 	}
@@ -456,16 +513,30 @@ func (c *evalCtx) passPercentage(r *rule, specSalt string) bool {
 	if r.passPercentage == 0 {
 		return false
 	}
-	ruleSalt := r.id
-	if r.hasSalt {
-		ruleSalt = r.salt
+	unit := c.u.unitString(&r.unit)
+	var h uint64
+	if r.passPrefixID >= 0 {
+		// A spec's own rule: specSalt is the salt its prefix was built with.
+		h = c.hashPrefix(r.passPrefixID, &r.passPrefix, unit)
+	} else {
+		ruleSalt := r.id
+		if r.hasSalt {
+			ruleSalt = r.salt
+		}
+		h = h64Parts(specSalt, ruleSalt, unit)
 	}
-	unit := ""
-	if v := c.u.unitID(r.idType, r.idTypeLower); v != nil && v.hasStr {
-		unit = v.str
-	}
-	h := h64Parts(specSalt, ruleSalt, unit)
 	return float64(h%10000) < r.passPercentage*100.0
+}
+
+// hashPrefix is h64(prefix + "." + unit), memoised per context by prefix id.
+func (c *evalCtx) hashPrefix(id int32, prefix *sha256x.Prefix, unit string) uint64 {
+	m := &c.hmemo[id]
+	if m.epoch == c.epoch && m.unit == unit {
+		return m.h
+	}
+	h := prefix.Sum64(unit)
+	*m = hashMemo{epoch: c.epoch, unit: unit, h: h}
+	return h
 }
 
 func (c *evalCtx) tryConfigMapping(name string, t specType, sp *spec) bool {
@@ -479,7 +550,7 @@ func (c *evalCtx) tryConfigMapping(name string, t specType, sp *spec) bool {
 	}
 	for _, m := range list {
 		for _, mr := range m.rules {
-			if mr.startTime > c.now {
+			if mr.startTime > c.nowMs() {
 				continue
 			}
 			r := c.rs.overrideRules[mr.ruleName]

@@ -1,6 +1,9 @@
 package evalcore
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -43,6 +46,13 @@ type InitOptions struct {
 	SinceTime int64
 	// SDKVersion goes into sdkInfo.sdkVersion ("" means "dev").
 	SDKVersion string
+
+	// permute, when set (tests only), reorders the names of each section
+	// before they are evaluated. SC walks its spec maps in a per-process
+	// random order, which the response's shared nested-gate memo and leaked
+	// result can make visible; the differential tests use it to check that
+	// some order reproduces what the reference answered.
+	permute func([]string) []string
 }
 
 // ClientInitializeResponse builds the client initialize response (SC's v1
@@ -99,11 +109,19 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		return false
 	}
 
-	w := gcirWriter{hash: hash, seen: map[SecondaryExposure]struct{}{}}
-	b := make([]byte, 0, 64*1024)
+	w := gcirWriter{hash: hash}
+	// Size the buffer like the last response, so building one costs a
+	// single allocation instead of a series of grow-and-copy steps.
+	b := make([]byte, 0, max(e.gcirSize.Load()+e.gcirSize.Load()/8, 4096))
 	b = append(b, `{"feature_gates":{`...)
 	first := true
-	for _, name := range rs.gateNames {
+	order := func(names []string) []string {
+		if opts.permute != nil {
+			return opts.permute(names)
+		}
+		return names
+	}
+	for _, name := range order(rs.gateNames) {
 		sp := rs.gates[name]
 		if sp.entity == "segment" || sp.entity == "holdout" || !keep(sp.targetAppIDs, sp.hasTargetApps) {
 			continue
@@ -123,26 +141,22 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 	}
 	b = append(b, `},"dynamic_configs":{`...)
 	first = true
-	for _, name := range rs.configNames {
-		sp := rs.configs[name]
-		if !keep(sp.targetAppIDs, sp.hasTargetApps) {
-			continue
+	// SC lists contextual bandits (cmab_configs) with the dynamic configs,
+	// filtered by their own targetAppIDs and evaluated after them; an entry
+	// of both sections is written once, as the bandit.
+	var bandits []string
+	for _, name := range rs.cmabNames {
+		if cm := rs.cmabs[name]; keep(cm.targetAppIDs, cm.hasTargetApps) {
+			bandits = append(bandits, name)
 		}
-		c.resetResult()
-		t := typeExperiment
-		if sp.entity == "dynamic_config" {
-			t = typeDynamicConfig
-		}
-		c.evaluate(name, t)
-		if c.st.err != nil {
-			return nil, c.st.err
-		}
+	}
+	writeConfig := func(name, entity string, t specType) {
 		st := &c.st
 		b, first = w.key(b, name, first)
 		b = append(b, `{"name":`...)
 		b = w.appendName(b, name)
 		b = append(b, `,"value":`...)
-		b = append(b, objectOrEmpty(st.json, st.hasJSON)...)
+		b = appendRawValue(b, st.json, st.hasJSON)
 		b = w.common(b, st)
 		b = append(b, `,"is_device_based":`...)
 		b = strconv.AppendBool(b, st.idType == "stableID" || st.idType == "stableid")
@@ -161,7 +175,7 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 				b = append(b, `,"explicit_parameters":`...)
 				b = appendStringList(b, st.explicit)
 			}
-			if sp.entity == "experiment" {
+			if entity == "experiment" {
 				b = append(b, `,"is_experiment_active":`...)
 				b = strconv.AppendBool(b, st.isExperimentActive)
 				b = append(b, `,"is_user_in_experiment":`...)
@@ -170,9 +184,35 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		}
 		b = append(b, '}')
 	}
+	for _, name := range order(rs.configNames) {
+		sp := rs.configs[name]
+		if !keep(sp.targetAppIDs, sp.hasTargetApps) {
+			continue
+		}
+		c.resetResult()
+		t := typeExperiment
+		if sp.entity == "dynamic_config" {
+			t = typeDynamicConfig
+		}
+		c.evaluateSpec(name, t, sp)
+		if c.st.err != nil {
+			return nil, c.st.err
+		}
+		if !slices.Contains(bandits, name) {
+			writeConfig(name, sp.entity, t)
+		}
+	}
+	for _, name := range order(bandits) {
+		c.resetResult()
+		c.evaluateSpec(name, typeExperiment, rs.configs[name])
+		if c.st.err != nil {
+			return nil, c.st.err
+		}
+		writeConfig(name, "", typeExperiment)
+	}
 	b = append(b, `},"layer_configs":{`...)
 	first = true
-	for _, name := range rs.layerNames {
+	for _, name := range order(rs.layerNames) {
 		sp := rs.layers[name]
 		if !keep(sp.targetAppIDs, sp.hasTargetApps) {
 			continue
@@ -187,7 +227,7 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		b = append(b, `{"name":`...)
 		b = w.appendName(b, name)
 		b = append(b, `,"value":`...)
-		b = append(b, objectOrEmpty(st.json, st.hasJSON)...)
+		b = appendRawValue(b, st.json, st.hasJSON)
 		b = w.common(b, st)
 		b = append(b, `,"is_device_based":`...)
 		b = strconv.AppendBool(b, st.idType == "stableID" || st.idType == "stableid")
@@ -285,27 +325,33 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		b = appendJSONString(b, u.paHash)
 	}
 	if sr := rs.sessionReplay; sr != nil {
-		b = append(b, `,"can_record_session":`...)
-		b = strconv.AppendBool(b, !sr.blocked)
-		if sr.hasRate {
-			b = append(b, `,"session_recording_rate":`...)
-			b = append(b, sr.rate...)
-		}
-		if sr.hasBlocked {
-			b = append(b, `,"recording_blocked":`...)
-			b = strconv.AppendBool(b, sr.blocked)
-		}
+		b = w.appendSessionReplay(b, c, sr)
 	}
-	return append(b, '}'), nil
+	b = append(b, '}')
+	e.gcirSize.Store(int64(len(b)))
+	return b, nil
 }
 
 type gcirWriter struct {
 	hash HashAlgorithm
-	seen map[SecondaryExposure]struct{}
+	seen map[SecondaryExposure]struct{} // for long exposure lists only
 }
 
+// appendName appends HashName(name) as a JSON string without building the
+// hashed name as a string first.
 func (w *gcirWriter) appendName(b []byte, name string) []byte {
-	return appendJSONString(b, HashName(name, w.hash))
+	switch w.hash {
+	case HashDJB2:
+		b = append(b, '"')
+		b = strconv.AppendUint(b, uint64(djb2(name)), 10)
+		return append(b, '"')
+	case HashSHA256:
+		sum := sha256.Sum256([]byte(name))
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, sum[:])
+		return append(b, '"')
+	}
+	return appendJSONString(b, name)
 }
 
 func (w *gcirWriter) key(b []byte, name string, first bool) ([]byte, bool) {
@@ -328,14 +374,26 @@ func (w *gcirWriter) common(b []byte, st *state) []byte {
 
 // exposures writes a de-duplicated (first occurrence kept) list with hashed gate names.
 func (w *gcirWriter) exposures(b []byte, list []SecondaryExposure) []byte {
-	clear(w.seen)
+	// Short lists (the usual) are checked by scanning what came before; a
+	// map pays off only for long ones.
+	useMap := len(list) > 16
+	if useMap {
+		if w.seen == nil {
+			w.seen = map[SecondaryExposure]struct{}{}
+		}
+		clear(w.seen)
+	}
 	b = append(b, '[')
 	n := 0
-	for _, x := range list {
-		if _, dup := w.seen[x]; dup {
+	for i, x := range list {
+		if useMap {
+			if _, dup := w.seen[x]; dup {
+				continue
+			}
+			w.seen[x] = struct{}{}
+		} else if slices.Contains(list[:i], x) {
 			continue
 		}
-		w.seen[x] = struct{}{}
 		if n > 0 {
 			b = append(b, ',')
 		}
@@ -353,6 +411,15 @@ func (w *gcirWriter) exposures(b []byte, list []SecondaryExposure) []byte {
 		b = append(b, '}')
 	}
 	return append(b, ']')
+}
+
+// appendRawValue writes a result's JSON as SC's initialize response does: as
+// it is (a leaked gate value stays false), null when the result has none.
+func appendRawValue(b, raw []byte, ok bool) []byte {
+	if !ok || len(raw) == 0 {
+		return append(b, "null"...)
+	}
+	return append(b, raw...)
 }
 
 func appendStringList(b []byte, list []string) []byte {

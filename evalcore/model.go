@@ -1,6 +1,10 @@
 package evalcore
 
-import "regexp"
+import (
+	"regexp"
+
+	"github.com/sigedge/sigedge/evalcore/internal/sha256x"
+)
 
 // section says which map of the rule set a spec lives in.
 type section uint8
@@ -34,6 +38,7 @@ type spec struct {
 	defaultValue    []byte // compact JSON
 	defaultIsTrue   bool   // defaultValue is the JSON boolean true
 	rules           []*rule
+	refIdx          int32 // index in RuleSet.gateRefs for gates (-1 otherwise)
 	idType          string
 	isDeviceBased   bool
 	isActive        optBool
@@ -50,20 +55,25 @@ type spec struct {
 
 // rule is one compiled rule of a spec (or of override_rules).
 type rule struct {
-	name              string
-	id                string
-	salt              string
-	hasSalt           bool
-	passPercentage    float64
-	returnValue       []byte       // compact JSON
-	returnIsFalse     bool         // returnValue is the JSON boolean false
-	conds             []*condition // a nil entry is a key missing from condition_map
-	idType            string
-	idTypeLower       string
+	name           string
+	id             string
+	salt           string
+	hasSalt        bool
+	passPercentage float64
+	returnValue    []byte       // compact JSON
+	returnIsFalse  bool         // returnValue is the JSON boolean false
+	conds          []*condition // a nil entry is a key missing from condition_map
+	unit           unitRef
+	// passPrefix is "specSalt.ruleSalt", the fixed part of the pass-percentage
+	// hash input, with its id in the per-context hash memo (-1: not memoised,
+	// e.g. override rules, whose spec salt is only known at evaluation).
+	passPrefix        sha256x.Prefix
+	passPrefixID      int32
 	groupName         string
 	hasGroup          bool
 	configDelegate    string
 	hasDelegate       bool
+	delegateSpec      *spec // configs[configDelegate], resolved at compile time
 	isExperimentGroup optBool
 	samplingRate      uint64
 	hasSamplingRate   bool
@@ -146,16 +156,104 @@ var opTypes = map[string]opType{
 
 // condition is one compiled condition.
 type condition struct {
-	typ        condType
-	op         opType
-	hasOp      bool
-	target     target
-	field      string
-	fieldLower string
-	hasField   bool
-	idType     string
-	idTypeLow  string
-	salt       string // additionalValues.salt, "" when absent
+	typ      condType
+	op       opType
+	hasOp    bool
+	target   target
+	field    fieldRef
+	hasField bool
+	unit     unitRef
+	salt     string         // additionalValues.salt, "" when absent
+	saltHash sha256x.Prefix // user_bucket: salt prepared for hashing
+	saltID   int32          // user_bucket: id of salt in the per-context hash memo
+	uaIndex  int8           // ua_based: which parsed part the field names (-1: none)
+	// pass_gate / fail_gate: the gate name ("" when the target is not a
+	// string), its index in RuleSet.gateRefs (-1 for ""), and whether it is
+	// a segment (segments leave no secondary exposure).
+	gateName  string
+	gateRef   int32
+	isSegment bool
+}
+
+// fieldRef is a condition field resolved at compile time, so evaluation does
+// not switch on strings: top is the top-level user field its lower-cased name
+// selects, fallback the field an alias (user_id, ...) falls back to.
+type fieldRef struct {
+	name, lower string
+	same        bool // name == lower: one custom-map lookup is enough
+	top         userField
+	fallback    userField
+}
+
+// unitRef is an idType resolved at compile time.
+type unitRef struct {
+	idType, lower string
+	isUserID      bool
+	same          bool
+}
+
+// userField names a top-level StatsigUser string field.
+type userField uint8
+
+const (
+	fieldNone userField = iota
+	fieldUserID
+	fieldEmail
+	fieldIP
+	fieldCountry
+	fieldLocale
+	fieldAppVersion
+	fieldUserAgent
+)
+
+func newFieldRef(name string) fieldRef {
+	f := fieldRef{name: name, lower: lowerString(name)}
+	f.same = f.name == f.lower
+	switch f.lower {
+	case "userid":
+		f.top = fieldUserID
+	case "email":
+		f.top = fieldEmail
+	case "ip":
+		f.top = fieldIP
+	case "country":
+		f.top = fieldCountry
+	case "locale":
+		f.top = fieldLocale
+	case "appversion":
+		f.top = fieldAppVersion
+	case "useragent":
+		f.top = fieldUserAgent
+	case "user_id":
+		f.fallback = fieldUserID
+	case "app_version":
+		f.fallback = fieldAppVersion
+	case "user_agent":
+		f.fallback = fieldUserAgent
+	}
+	return f
+}
+
+func newUnitRef(idType string) unitRef {
+	u := unitRef{idType: idType, lower: lowerString(idType)}
+	u.isUserID = u.lower == "userid"
+	u.same = u.idType == u.lower
+	return u
+}
+
+// uaIndex maps a lower-cased ua_based field to the parsed part it reads.
+func uaIndex(lower string) int8 {
+	switch lower {
+	case "os_name", "osname":
+		return 0
+	case "os_version", "osversion":
+		return 1
+	case "browser_name", "browsername":
+		return 2
+	case "browser_version", "browserversion":
+		return 3
+	}
+	return -1
 }
 
 // targetKind is the JSON type of a target value.
@@ -194,7 +292,15 @@ type target struct {
 	lowers  []string
 	// object targets: key → value string.
 	obj map[string]string
+	// buckets, for user_bucket any/none with an array or object target: bit i
+	// is set when the target holds the key "i" (a bucket's string view), so
+	// the check is a bit test instead of a map lookup on a formatted number.
+	buckets *[16]uint64
 }
+
+// smallSet is the size up to which an any/none lookup scans lowers instead
+// of hashing into set: comparing a few short strings is cheaper.
+const smallSet = 8
 
 // matcher is a compiled str_matches pattern.
 type matcher interface {

@@ -28,10 +28,14 @@ type Evaluation struct {
 	IDType string
 	// GroupName is the experiment group ("" when none).
 	GroupName string
-	// SecondaryExposures are the nested gates, in evaluation order, repeats kept (as SC logs them).
+	// SecondaryExposures are the nested gates, in evaluation order, repeats
+	// kept (as SC logs them). The list may be shared with other results of
+	// the same Evaluator (that is how results avoid allocating): read-only.
+	// Its capacity equals its length, so appending to it makes a copy.
 	SecondaryExposures []SecondaryExposure
 	// UndelegatedSecondaryExposures are the exposures before delegation (layers),
-	// or all exposures for non-delegated results.
+	// or all exposures for non-delegated results. Shared and read-only, like
+	// SecondaryExposures.
 	UndelegatedSecondaryExposures []SecondaryExposure
 	Reason                        Reason
 	// Err is set when Reason is ReasonError (e.g. the nesting limit).

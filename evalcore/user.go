@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync/atomic"
 )
 
 // User is a parsed StatsigUser. It is immutable after ParseUser and safe to
@@ -23,6 +24,10 @@ type User struct {
 	hasCustom    bool
 	paHash       string
 	hasPAHash    bool
+
+	// uaCache is the default parser's result for this user, filled by the
+	// first evaluation that needs it (same result whoever stores it).
+	uaCache atomic.Pointer[uaParts]
 }
 
 type rawField struct {
@@ -92,7 +97,7 @@ func ParseUser(raw []byte) (*User, error) {
 	u.appVersion = scalar("appVersion")
 
 	if r, ok := top["customIDs"]; ok && firstByte(r) == '{' {
-		m, err := decodeObject(r)
+		m, err := splitObject(r, true)
 		if err != nil {
 			return nil, fmt.Errorf("evalcore: user customIDs: %w", err)
 		}
@@ -145,7 +150,7 @@ func ParseUser(raw []byte) (*User, error) {
 		}
 	}
 	if r, ok := top["statsigEnvironment"]; ok && firstByte(r) == '{' {
-		m, err := decodeObject(r)
+		m, err := splitObject(r, true)
 		if err != nil {
 			return nil, fmt.Errorf("evalcore: user statsigEnvironment: %w", err)
 		}
@@ -159,8 +164,10 @@ func ParseUser(raw []byte) (*User, error) {
 	return u, nil
 }
 
+// parseAttributes reads custom or privateAttributes, a member of the
+// validated user object.
 func parseAttributes(raw []byte) (map[string]*value, []rawField, error) {
-	m, err := decodeObject(raw)
+	m, err := splitObject(raw, true)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -304,67 +311,90 @@ func bytesCut(s string, sep byte) (string, string, bool) {
 
 // unitID resolves UNIT_ID(user, idType): userID for "userid" (any case),
 // else customIDs[idType], then customIDs[lower(idType)].
-func (u *User) unitID(idType, idTypeLower string) *value {
-	if idTypeLower == "userid" {
+func (u *User) unitID(r *unitRef) *value {
+	if r.isUserID {
 		return u.userID
 	}
 	if u.customIDs == nil {
 		return nil
 	}
-	if v, ok := u.customIDs[idType]; ok {
+	if v, ok := u.customIDs[r.idType]; ok || r.same {
 		return v
 	}
-	return u.customIDs[idTypeLower]
+	return u.customIDs[r.lower]
 }
 
-// userValue is SC's get_user_value for a condition field.
-func (u *User) userValue(field, lower string) *value {
-	var top *value
-	switch lower {
-	case "userid":
-		top = u.userID
-	case "email":
-		top = u.email
-	case "ip":
-		top = u.ip
-	case "country":
-		top = u.country
-	case "locale":
-		top = u.locale
-	case "appversion":
-		top = u.appVersion
-	case "useragent":
-		top = u.userAgent
+// unitString is unitID's string view ("" when absent), the hash input.
+func (u *User) unitString(r *unitRef) string {
+	if v := u.unitID(r); v != nil && v.hasStr {
+		return v.str
 	}
-	if top != nil && top.hasStr && top.str != "" {
-		return top
-	}
-	if u.custom != nil {
-		if v, ok := u.custom[field]; ok {
-			return v
-		}
-		if v, ok := u.custom[lower]; ok {
-			return v
-		}
-	}
-	if u.private != nil {
-		if v, ok := u.private[field]; ok {
-			return v
-		}
-		if v, ok := u.private[lower]; ok {
-			return v
-		}
-	}
-	switch lower {
-	case "user_id":
+	return ""
+}
+
+// topField returns a top-level user field.
+func (u *User) topField(f userField) *value {
+	switch f {
+	case fieldUserID:
 		return u.userID
-	case "app_version":
+	case fieldEmail:
+		return u.email
+	case fieldIP:
+		return u.ip
+	case fieldCountry:
+		return u.country
+	case fieldLocale:
+		return u.locale
+	case fieldAppVersion:
 		return u.appVersion
-	case "user_agent":
+	case fieldUserAgent:
 		return u.userAgent
 	}
 	return nil
 }
+
+// userValue is SC's get_user_value for a condition field: the top-level
+// field (when a non-empty string), custom[field], custom[lower],
+// privateAttributes likewise, then the aliases user_id, app_version and
+// user_agent.
+func (u *User) userValue(f *fieldRef) *value {
+	if f.top != fieldNone {
+		if top := u.topField(f.top); top != nil && top.hasStr && top.str != "" {
+			return top
+		}
+	}
+	if u.custom != nil {
+		if v, ok := u.custom[f.name]; ok {
+			return v
+		}
+		if !f.same {
+			if v, ok := u.custom[f.lower]; ok {
+				return v
+			}
+		}
+	}
+	if u.private != nil {
+		if v, ok := u.private[f.name]; ok {
+			return v
+		}
+		if !f.same {
+			if v, ok := u.private[f.lower]; ok {
+				return v
+			}
+		}
+	}
+	if f.fallback != fieldNone {
+		return u.topField(f.fallback)
+	}
+	return nil
+}
+
+// Field references evaluation reads besides conditions' own (what
+// newFieldRef would build for "userAgent" and "ip").
+var (
+	userAgentField = fieldRef{name: "userAgent", lower: "useragent", top: fieldUserAgent}
+	ipField        = fieldRef{name: "ip", lower: "ip", same: true, top: fieldIP}
+)
 
 // appendLoggable writes the user as SC logs it: no privateAttributes; the
 // user's statsigEnvironment, else env (the evaluator's environment).

@@ -94,13 +94,14 @@ func parseRustFloat(s string) (float64, bool) {
 	if body[0] == '+' || body[0] == '-' {
 		body = body[1:]
 	}
-	switch strings.ToLower(body) {
-	case "inf", "infinity":
+	// Rust matches these words ignoring ASCII case only.
+	switch {
+	case asciiEqualFold(body, "inf"), asciiEqualFold(body, "infinity"):
 		if s[0] == '-' {
 			return math.Inf(-1), true
 		}
 		return math.Inf(1), true
-	case "nan":
+	case asciiEqualFold(body, "nan"):
 		return math.NaN(), true
 	}
 	i, digits := 0, 0
@@ -168,6 +169,12 @@ func parseTargetTimestamp(s string) (int64, bool) {
 }
 
 func parseDateTime(s string) (int64, bool) {
+	// Both layouts start with a four-digit year and '-' (time.Parse reads the
+	// year as exactly four digits): skip the parsers, and the errors they
+	// allocate, for anything else.
+	if len(s) < 19 || s[4] != '-' || !isDigits(s[:4]) {
+		return 0, false
+	}
 	if t, ok := parseRFC3339(s); ok {
 		return t, true
 	}
@@ -230,4 +237,30 @@ func parseI64(s string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	return n, err == nil
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// asciiEqualFold is strings.EqualFold restricted to ASCII letters.
+func asciiEqualFold(s, word string) bool {
+	if len(s) != len(word) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != word[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -1,10 +1,16 @@
 // Command evalbench measures evaluations per second of sigedge's evalcore on one core, for every
 // gate, dynamic config and layer of a rule set and every user of a JSON-lines file, and, with -sdk,
 // of the official Go SDK (github.com/statsig-io/go-sdk v1.35.1, fed the v1 conversion of the same
-// rule set) on the same input in the same run.
+// rule set) on the same input in the same run. With -ref it also runs the reference runner's own
+// benchmark (statsig-node-core, ../shared/reference installed with npm ci) between its rounds.
 //
 //	cd bench && go run ./evalbench -dcs ../../shared/conformance/eval_proj_dcs.json \
-//	    -users ../../shared/conformance/users.jsonl -sdk
+//	    -users ../../shared/conformance/users.jsonl -sdk [-ref "$ref"] [-rounds 3]
+//
+// Each engine is reported in evaluations per wall-clock second and per CPU-second of the process
+// (getrusage). On a shared, loaded machine the wall rate falls with the load while the CPU rate
+// mostly does not, so the CPU rate is the better estimate of one dedicated core. With -rounds the
+// engines are measured alternately and the medians are reported, so both see the same load.
 //
 // It lives in its own module so the main module never depends on an SDK.
 package main
@@ -18,8 +24,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
+	"syscall"
 	"time"
 
 	statsig "github.com/statsig-io/go-sdk"
@@ -40,6 +50,10 @@ type options struct {
 	sdk        bool
 	noUA       bool
 	duration   time.Duration
+	rounds     int
+	reparse    bool
+	ref        string
+	refReps    int
 }
 
 func run(args []string, out io.Writer) error {
@@ -49,7 +63,11 @@ func run(args []string, out io.Writer) error {
 	fs.StringVar(&o.users, "users", "", "users: one StatsigUser JSON object per line (required)")
 	fs.BoolVar(&o.sdk, "sdk", false, "also measure the official Go SDK (go-sdk v1.35.1) and print the ratio")
 	fs.BoolVar(&o.noUA, "no-ua", false, "remove userAgent from every user (go-sdk v1 re-parses user agents on every check)")
-	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long to measure each engine")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long to measure each engine per round")
+	fs.BoolVar(&o.reparse, "reparse", false, "parse every user anew in every pass, so ParseUser and per-user caches (user agent) are paid each pass, as a request would")
+	fs.IntVar(&o.rounds, "rounds", 1, "measure the engines alternately this many times and report medians")
+	fs.StringVar(&o.ref, "ref", "", "installed reference runner directory: also run its --bench (wall-clock rate) each round")
+	fs.IntVar(&o.refReps, "ref-reps", 5, "passes of the reference's --bench per round")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -85,8 +103,11 @@ func run(args []string, out io.Writer) error {
 			return fmt.Errorf("user %d: %w", i, err)
 		}
 	}
-	sigedge := measure(o.duration, perUser*len(users), func() {
-		for _, u := range users {
+	sigedgePass := func() {
+		for i, u := range users {
+			if o.reparse {
+				u, _ = evalcore.ParseUser(rawUsers[i])
+			}
 			for _, g := range gates {
 				ev.CheckGate(u, g)
 			}
@@ -97,69 +118,178 @@ func run(args []string, out io.Writer) error {
 				ev.GetLayer(u, l)
 			}
 		}
-	})
-	fmt.Fprintf(out, "sigedge evalcore: %s evaluations/s\n", human(sigedge))
-	if !o.sdk {
-		return nil
 	}
 
-	v1, err := evalcore.ConvertToV1(payload, evalcore.V1Options{})
-	if err != nil {
-		return fmt.Errorf("convert to v1 for go-sdk: %w", err)
-	}
-	details := statsig.InitializeWithOptions("secret-evalbench", &statsig.Options{
-		LocalMode:       true,
-		BootstrapValues: string(v1),
-		OutputLoggerOptions: statsig.OutputLoggerOptions{
-			LogCallback: func(string, error) {},
-		},
-	})
-	if !details.Success {
-		return fmt.Errorf("go-sdk did not initialize: %v", details.Error)
-	}
-	defer statsig.Shutdown()
-	sdkUsers := make([]statsig.User, len(rawUsers))
-	for i, raw := range rawUsers {
-		sdkUsers[i] = toSDKUser(raw)
-	}
-	experiments := map[string]bool{}
-	for _, c := range configs {
-		if e, _ := rs.ConfigEntity(c); e == "experiment" {
-			experiments[c] = true
+	var sdkPass func()
+	if o.sdk {
+		v1, err := evalcore.ConvertToV1(payload, evalcore.V1Options{})
+		if err != nil {
+			return fmt.Errorf("convert to v1 for go-sdk: %w", err)
 		}
-	}
-	sdk := measure(o.duration, perUser*len(users), func() {
-		for _, u := range sdkUsers {
-			for _, g := range gates {
-				statsig.CheckGateWithExposureLoggingDisabled(u, g)
+		details := statsig.InitializeWithOptions("secret-evalbench", &statsig.Options{
+			LocalMode:       true,
+			BootstrapValues: string(v1),
+			OutputLoggerOptions: statsig.OutputLoggerOptions{
+				LogCallback: func(string, error) {},
+			},
+		})
+		if !details.Success {
+			return fmt.Errorf("go-sdk did not initialize: %v", details.Error)
+		}
+		defer statsig.Shutdown()
+		sdkUsers := make([]statsig.User, len(rawUsers))
+		for i, raw := range rawUsers {
+			sdkUsers[i] = toSDKUser(raw)
+		}
+		experiments := map[string]bool{}
+		for _, c := range configs {
+			if e, _ := rs.ConfigEntity(c); e == "experiment" {
+				experiments[c] = true
 			}
-			for _, c := range configs {
-				if experiments[c] {
-					statsig.GetExperimentWithExposureLoggingDisabled(u, c)
-				} else {
-					statsig.GetConfigWithExposureLoggingDisabled(u, c)
+		}
+		sdkPass = func() {
+			for _, u := range sdkUsers {
+				for _, g := range gates {
+					statsig.CheckGateWithExposureLoggingDisabled(u, g)
+				}
+				for _, c := range configs {
+					if experiments[c] {
+						statsig.GetExperimentWithExposureLoggingDisabled(u, c)
+					} else {
+						statsig.GetConfigWithExposureLoggingDisabled(u, c)
+					}
+				}
+				for _, l := range layers {
+					statsig.GetLayerWithExposureLoggingDisabled(u, l)
 				}
 			}
-			for _, l := range layers {
-				statsig.GetLayerWithExposureLoggingDisabled(u, l)
-			}
 		}
-	})
-	fmt.Fprintf(out, "go-sdk v1.35.1:   %s evaluations/s\n", human(sdk))
-	fmt.Fprintf(out, "ratio sigedge/go-sdk: %.1fx\n", sigedge/sdk)
+	}
+
+	var se, sd rates
+	var ref []float64
+	for round := 0; round < max(o.rounds, 1); round++ {
+		se.add(measure(o.duration, perUser*len(users), sigedgePass))
+		if sdkPass != nil {
+			sd.add(measure(o.duration, perUser*len(users), sdkPass))
+		}
+		if o.ref != "" {
+			r, err := runReference(o.ref, o.refReps, o.dcs, o.users, o.noUA)
+			if err != nil {
+				return err
+			}
+			ref = append(ref, r)
+		}
+	}
+	fmt.Fprintf(out, "sigedge evalcore: %s evaluations/s (wall), %s per CPU-second\n", human(se.wall()), human(se.cpu()))
+	if sdkPass != nil {
+		fmt.Fprintf(out, "go-sdk v1.35.1:   %s evaluations/s (wall), %s per CPU-second\n", human(sd.wall()), human(sd.cpu()))
+		fmt.Fprintf(out, "ratio sigedge/go-sdk: %.1fx (wall), %.1fx (CPU time)\n", se.wall()/sd.wall(), se.cpu()/sd.cpu())
+	}
+	if len(ref) > 0 {
+		r := median(ref)
+		fmt.Fprintf(out, "reference statsig-node-core (its --bench, median pass): %s evaluations/s (wall)\n", human(r))
+		fmt.Fprintf(out, "ratio sigedge/reference: %.1fx (wall, same rounds)\n", se.wall()/r)
+	}
 	return nil
 }
 
-// measure runs pass repeatedly for at least d (and at least twice) and returns evaluations/s.
-func measure(d time.Duration, evalsPerPass int, pass func()) float64 {
+// rate is one measurement: evaluations per wall-clock second and per CPU-second.
+type rate struct{ wall, cpu float64 }
+
+// rates collects a rate per round.
+type rates []rate
+
+func (r *rates) add(x rate) { *r = append(*r, x) }
+
+func (r rates) wall() float64 {
+	var xs []float64
+	for _, x := range r {
+		xs = append(xs, x.wall)
+	}
+	return median(xs)
+}
+
+func (r rates) cpu() float64 {
+	var xs []float64
+	for _, x := range r {
+		xs = append(xs, x.cpu)
+	}
+	return median(xs)
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// runReference runs the reference runner's own benchmark and returns its median evaluations/s.
+func runReference(dir string, reps int, dcs, users string, noUA bool) (float64, error) {
+	if noUA {
+		raw, err := readUsers(users, true)
+		if err != nil {
+			return 0, err
+		}
+		f, err := os.CreateTemp("", "evalbench-users-*.jsonl")
+		if err != nil {
+			return 0, err
+		}
+		defer os.Remove(f.Name())
+		for _, u := range raw {
+			f.Write(append(u, '\n'))
+		}
+		if err := f.Close(); err != nil {
+			return 0, err
+		}
+		users = f.Name()
+	}
+	cmd := exec.Command(filepath.Join(dir, "bin", "evaluate"), "--bench="+strconv.Itoa(reps), dcs, users)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	outb, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("reference --bench: %w: %s", err, stderr.String())
+	}
+	// The summary is the last JSON line.
+	lines := bytes.Split(bytes.TrimSpace(outb), []byte("\n"))
+	var res struct {
+		Median float64 `json:"median_evals_per_sec"`
+	}
+	if err := json.Unmarshal(lines[len(lines)-1], &res); err != nil || res.Median == 0 {
+		return 0, fmt.Errorf("reference --bench: unexpected output %q", lines[len(lines)-1])
+	}
+	return res.Median, nil
+}
+
+// measure runs pass repeatedly for at least d (and at least twice) and returns evaluations per
+// wall-clock second and per CPU-second of the process (GC included).
+func measure(d time.Duration, evalsPerPass int, pass func()) rate {
 	pass() // warm up caches and pools
-	start := time.Now()
+	runtime.GC()
+	start, cpu0 := time.Now(), cpuTime()
 	n := 0
 	for n < 2 || time.Since(start) < d {
 		pass()
 		n++
 	}
-	return float64(n*evalsPerPass) / time.Since(start).Seconds()
+	evals := float64(n * evalsPerPass)
+	return rate{wall: evals / time.Since(start).Seconds(), cpu: evals / (cpuTime() - cpu0).Seconds()}
+}
+
+// cpuTime is the process's user + system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func readUsers(path string, noUA bool) ([][]byte, error) {

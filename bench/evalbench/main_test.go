@@ -20,12 +20,12 @@ func TestRunOnExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	err := run([]string{"-dcs", "../../examples/example-rules.json", "-users", users, "-sdk", "-duration", "20ms"}, &out)
+	err := run([]string{"-dcs", "../../examples/example-rules.json", "-users", users, "-sdk", "-duration", "20ms", "-rounds", "2", "-reparse"}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, re := range []string{`5 gates, 2 configs, 1 layers; 3 users`, `sigedge evalcore: [0-9.]+[kM]? evaluations/s`,
-		`go-sdk v1.35.1: +[0-9.]+[kM]? evaluations/s`, `ratio sigedge/go-sdk: [0-9.]+x`} {
+		`go-sdk v1.35.1: +[0-9.]+[kM]? evaluations/s`, `ratio sigedge/go-sdk: [0-9.]+x`, `per CPU-second`} {
 		if !regexp.MustCompile(re).Match(out.Bytes()) {
 			t.Errorf("output lacks %q:\n%s", re, out.String())
 		}
