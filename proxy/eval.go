@@ -228,6 +228,15 @@ func (s *evalService) readBody(w http.ResponseWriter, r *http.Request) ([]byte, 
 	return data, nil
 }
 
+// readRequest reads and decodes the body of an evaluation or initialize request.
+func (s *evalService) readRequest(w http.ResponseWriter, r *http.Request) (*evalRequest, *evalcore.User, *apiError) {
+	data, aerr := s.readBody(w, r)
+	if aerr != nil {
+		return nil, nil, aerr
+	}
+	return s.decode(data)
+}
+
 // decode parses an evaluation request and its user.
 func (s *evalService) decode(data []byte) (*evalRequest, *evalcore.User, *apiError) {
 	var req evalRequest
@@ -335,12 +344,7 @@ func (s *evalService) handleEval(k evalKind) http.HandlerFunc {
 			s.fail(w, endpoint, aerr)
 			return
 		}
-		data, aerr := s.readBody(w, r)
-		if aerr != nil {
-			s.fail(w, endpoint, aerr)
-			return
-		}
-		req, user, aerr := s.decode(data)
+		req, user, aerr := s.readRequest(w, r)
 		if aerr != nil {
 			s.fail(w, endpoint, aerr)
 			return
@@ -557,12 +561,7 @@ func (s *evalService) handleInitialize(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, endpoint, &apiError{http.StatusUnauthorized, "initialize takes a client key (client-…)"})
 		return
 	}
-	data, aerr := s.readBody(w, r)
-	if aerr != nil {
-		s.fail(w, endpoint, aerr)
-		return
-	}
-	req, user, aerr := s.decode(data)
+	req, user, aerr := s.readRequest(w, r)
 	if aerr != nil {
 		s.fail(w, endpoint, aerr)
 		return
