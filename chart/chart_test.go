@@ -23,7 +23,8 @@ type scenario struct {
 	cl     cluster // Secrets the cluster holds for existingSecret values
 
 	embedded, persistent bool
-	natsReplicas         int // expected nats.stream.replicas
+	natsReplicas         int    // expected nats.stream.replicas
+	proxyReadyz          string // expected readiness path of the proxy; "" is /readyz
 }
 
 var scenarios = []scenario{
@@ -31,7 +32,7 @@ var scenarios = []scenario{
 	{name: "production", values: "ci/production-values.yaml", natsReplicas: 3},
 	{name: "embedded", values: "ci/embedded-values.yaml", embedded: true, natsReplicas: 1},
 	{name: "embedded-persistent", values: "ci/embedded-persistent-values.yaml", embedded: true, persistent: true, natsReplicas: 1},
-	{name: "existing-secrets", values: "ci/existing-secrets-values.yaml", natsReplicas: 3, cl: cluster{
+	{name: "existing-secrets", values: "ci/existing-secrets-values.yaml", natsReplicas: 3, proxyReadyz: "/readyz?exclude=nats", cl: cluster{
 		"region-nats-auth":   {"sigedge.creds": "creds", "ca.pem": "ca", "client.pem": "cert", "client-key.pem": "key"},
 		"region-rulesets":    {"airgapped.json": `{"time": 1}`},
 		"region-sigedge-env": {"SIGEDGE_ALLOWED_SDK_KEYS": "secret-airgapped", "SIGEDGE_LOG_LEVEL": "warn"},
@@ -147,7 +148,11 @@ func checkRelease(t *testing.T, r *release, s scenario, root string) {
 				}
 			}
 		}
-		checkPod(t, r, comp, w, c, cfg)
+		readyz := "/readyz"
+		if comp == "proxy" && s.proxyReadyz != "" {
+			readyz = s.proxyReadyz
+		}
+		checkPod(t, r, comp, w, c, cfg, readyz)
 		// A release named sigedge gets SIGEDGE_*_SERVICE_HOST/_PORT links when service links are on
 		// (the chart turns them off): the configuration loader must still accept the environment.
 		links := *p
@@ -194,7 +199,7 @@ func checkRelease(t *testing.T, r *release, s scenario, root string) {
 }
 
 // checkPod checks one workload's pod against the configuration its container loaded.
-func checkPod(t *testing.T, r *release, comp string, w *workloadObj, c *ctr, cfg config.Config) {
+func checkPod(t *testing.T, r *release, comp string, w *workloadObj, c *ctr, cfg config.Config, readyz string) {
 	t.Helper()
 	p := w.pod()
 	errorf := func(format string, args ...any) { t.Errorf(comp+": "+format, args...) }
@@ -261,7 +266,7 @@ func checkPod(t *testing.T, r *release, comp string, w *workloadObj, c *ctr, cfg
 	for name, pr := range map[string]struct {
 		p    *probe
 		path string
-	}{"startup": {c.StartupProbe, "/healthz"}, "liveness": {c.LivenessProbe, "/healthz"}, "readiness": {c.ReadinessProbe, "/readyz"}} {
+	}{"startup": {c.StartupProbe, "/healthz"}, "liveness": {c.LivenessProbe, "/healthz"}, "readiness": {c.ReadinessProbe, readyz}} {
 		if pr.p == nil || pr.p.HTTPGet == nil || pr.p.HTTPGet.Path != pr.path || (pr.p.HTTPGet.Port != "admin" && pr.p.HTTPGet.Port != strconv.Itoa(admin)) {
 			got := "none"
 			if pr.p != nil && pr.p.HTTPGet != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -82,15 +83,76 @@ func BenchmarkDCS(b *testing.B) {
 	}
 }
 
+// BenchmarkDCSHandler is the CPU of one has_updates:false answer inside the process, without the
+// network, next to the baseline server's handler; the difference is what the proxy adds (routing,
+// key checks, cache lookup, metrics):
+//
+//	go test -run '^$' -bench BenchmarkDCSHandler -benchmem ./proxy/
+func BenchmarkDCSHandler(b *testing.B) {
+	payload := loadPayload(b)
+	var head struct {
+		Time int64 `json:"time"`
+	}
+	if err := json.Unmarshal(payload, &head); err != nil {
+		b.Fatal(err)
+	}
+	up := configcachetest.New(b)
+	up.SetPayload("secret-bench", 2, payload)
+	cfg := rsConfig(b, up, func(c *config.Config) {
+		c.RuleSets.PollInterval = 10 * time.Second
+		c.RuleSets.PollJitter = time.Second
+		c.RuleSets.Share.LeaseTTL = 30 * time.Second
+		c.Log.Level = "warn"
+	})
+	a, _, _ := rsStartProxy(b, cfg)
+	req := httptest.NewRequest("GET", "/v2/download_config_specs/secret-bench.json?sinceTime="+strconv.FormatInt(head.Time, 10), nil)
+	req.Header.Set("STATSIG-API-KEY", "secret-bench")
+	req.Header.Set("Accept-Encoding", "gzip")
+	for _, target := range []struct {
+		name string
+		h    http.Handler
+	}{{"proxy", a.Handler()}, {"baseline", baselineHandler(payload, nil)}} {
+		b.Run(target.name, func(b *testing.B) {
+			w := &discardWriter{h: http.Header{}}
+			target.h.ServeHTTP(w, req)
+			if w.n != len(noUpdatesBody) {
+				b.Fatalf("answer of %d bytes, want %s", w.n, noUpdatesBody)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				target.h.ServeHTTP(w, req)
+			}
+		})
+	}
+}
+
+// discardWriter is a ResponseWriter that only counts, so a benchmark sees the handler's own cost.
+type discardWriter struct {
+	h http.Header
+	n int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(p []byte) (int, error) { w.n = len(p); return len(p), nil }
+func (w *discardWriter) WriteHeader(int)             {}
+
 // benchBaseline is the practical limit: a minimal net/http server answering the same bytes with
 // the same framing (Content-Type, Content-Length, gzip when asked), nothing else.
 func benchBaseline(b testing.TB, payload, gz []byte) string {
-	noUpdates := []byte(`{"has_updates":false}`)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{Handler: baselineHandler(payload, gz)}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func baselineHandler(payload, gz []byte) http.Handler {
+	noUpdates := []byte(`{"has_updates":false}`)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body := payload
 		w.Header().Set("Content-Type", "application/json")
 		if r.URL.Query().Get("sinceTime") != "" {
@@ -101,10 +163,7 @@ func benchBaseline(b testing.TB, payload, gz []byte) string {
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		_, _ = w.Write(body)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	b.Cleanup(func() { _ = srv.Close() })
-	return "http://" + ln.Addr().String()
+	})
 }
 
 // benchGet runs parallel GETs on 127.0.0.1 (16 goroutines on 2 cores) and reports req/s and MB/s.
@@ -161,7 +220,8 @@ func benchGet(b *testing.B, url, key, encoding string) {
 
 // TestLoadTargets serves the benchmark's proxy and baseline for an external load tool. It is
 // opt-in: SIGEDGE_LOAD_TARGETS=60s keeps both up for 60 s and writes their URLs (proxy, then
-// baseline, one per line) to SIGEDGE_LOAD_TARGETS_FILE. With wrk (apt-get install wrk):
+// baseline, one per line, then the rule set's time for sinceTime) to SIGEDGE_LOAD_TARGETS_FILE.
+// bench/ruleset-wrk.sh runs the whole comparison with wrk on pinned cores; by hand:
 //
 //	SIGEDGE_LOAD_TARGETS=120s SIGEDGE_LOAD_TARGETS_FILE=/tmp/targets go test -run TestLoadTargets ./proxy/ &
 //	wrk -t2 -c32 -d10s -H 'Accept-Encoding: gzip' "$(sed -n 1p /tmp/targets)/v2/download_config_specs/secret-bench.json"
@@ -196,7 +256,7 @@ func TestLoadTargets(t *testing.T) {
 		t.Fatalf("warm-up: %d", st)
 	}
 	if f := os.Getenv("SIGEDGE_LOAD_TARGETS_FILE"); f != "" {
-		if err := os.WriteFile(f, []byte(proxyURL+"\n"+baseURL+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(f, []byte(proxyURL+"\n"+baseURL+"\n"+strconv.FormatInt(head.Time, 10)+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -119,10 +119,11 @@ func (p *regionProxy) dcsTime(key string) (int64, error) {
 	return v.Time, nil
 }
 
-// readyz asks the admin endpoint, as a Kubernetes probe does.
-func (p *regionProxy) readyz() (int, map[string]string) {
+// readyz asks the admin endpoint, as a Kubernetes probe does, with an optional query
+// ("?exclude=nats").
+func (p *regionProxy) readyz(query ...string) (int, map[string]string) {
 	p.t.Helper()
-	res, err := rsRawClient.Get("http://" + p.app.AdminAddr().String() + "/readyz")
+	res, err := rsRawClient.Get("http://" + p.app.AdminAddr().String() + "/readyz" + strings.Join(query, ""))
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -197,6 +198,10 @@ func TestProxyServesFromMemoryWhileNATSIsDown(t *testing.T) {
 	st, reasons := p.readyz()
 	if st != http.StatusServiceUnavailable || !strings.Contains(reasons["nats"], "not connected") {
 		t.Errorf("/readyz with NATS down: %d %v, want 503 saying NATS is not connected", st, reasons)
+	}
+	// The probe a region uses to keep serving rule sets while its NATS is down.
+	if st, reasons := p.readyz("?exclude=nats"); st != http.StatusOK {
+		t.Errorf("/readyz?exclude=nats with NATS down: %d %v, want 200", st, reasons)
 	}
 	if tm, err := p.dcsTime(key); err != nil || tm != 1000 {
 		t.Fatalf("rule set with NATS down: %d %v", tm, err)

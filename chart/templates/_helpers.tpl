@@ -296,21 +296,26 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
-{{/* sigedge.probes: startup, liveness and readiness probes on the admin port. */}}
+{{/* sigedge.probes: startup, liveness and readiness probes on the admin port. Takes a dict:
+probes (the timings) and exclude (readiness checks left out, /readyz?exclude=name). */}}
 {{- define "sigedge.probes" -}}
+{{- $path := "/readyz" -}}
+{{- range $i, $name := .exclude -}}
+{{- $path = printf "%s%sexclude=%s" $path (ternary "?" "&" (eq $i 0)) ($name | urlquery) -}}
+{{- end -}}
 startupProbe:
   httpGet:
     path: /healthz
     port: admin
-  {{- toYaml .startup | nindent 2 }}
+  {{- toYaml .probes.startup | nindent 2 }}
 livenessProbe:
   httpGet:
     path: /healthz
     port: admin
-  {{- toYaml .liveness | nindent 2 }}
+  {{- toYaml .probes.liveness | nindent 2 }}
 readinessProbe:
   httpGet:
-    path: /readyz
+    path: {{ $path }}
     port: admin
-  {{- toYaml .readiness | nindent 2 }}
+  {{- toYaml .probes.readiness | nindent 2 }}
 {{- end }}

@@ -220,7 +220,7 @@ func splitPath(p string) (prefix, rest string) {
 
 func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	prefix, rest := splitPath(r.URL.Path)
-	req := Request{Method: r.Method, Prefix: prefix, Header: r.Header.Clone(), At: time.Now(), Range: r.Header.Get("Range"), Key: r.Header.Get("STATSIG-API-KEY")}
+	req := Request{Method: r.Method, Prefix: prefix, Header: r.Header.Clone(), At: time.Now(), Range: r.Header.Get("Range"), Key: r.Header.Get("Statsig-Api-Key")}
 	req.SinceTime, _ = strconv.ParseInt(r.URL.Query().Get("sinceTime"), 10, 64)
 	var fileKey, fileName string
 	switch {

@@ -1,6 +1,11 @@
 // Package admin serves the operational endpoints of both binaries on their admin port:
 // /healthz (liveness), /readyz (readiness: every registered check passes) and /metrics
 // (Prometheus text format from the process's own registry).
+//
+// /readyz?exclude=<check> (repeatable, as Kubernetes' own API server does) leaves named checks
+// out of the verdict; they are still run and listed under "excluded". A proxy probed with
+// /readyz?exclude=nats stays in its Service while the region's NATS is down, because rule sets and
+// evaluations are still served from memory (event intake answers 503 with Retry-After meanwhile).
 package admin
 
 import (
@@ -10,7 +15,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -99,10 +106,18 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 type readiness struct {
 	Ready   bool              `json:"ready"`
 	Reasons map[string]string `json:"reasons,omitempty"`
+	// Excluded are failing checks the request asked to leave out (?exclude=name).
+	Excluded map[string]string `json:"excluded,omitempty"`
 }
 
 // Ready runs every check and returns the failing ones by name.
 func (s *Server) Ready() (bool, map[string]string) {
+	ok, reasons, _ := s.ready(nil)
+	return ok, reasons
+}
+
+// ready runs every check; failures of the excluded ones are returned apart and do not count.
+func (s *Server) ready(exclude []string) (bool, map[string]string, map[string]string) {
 	s.mu.RLock()
 	draining := s.draining
 	names := make([]string, 0, len(s.checks))
@@ -116,25 +131,40 @@ func (s *Server) Ready() (bool, map[string]string) {
 	}
 	s.mu.RUnlock()
 
-	reasons := map[string]string{}
+	reasons, excluded := map[string]string{}, map[string]string{}
 	if draining {
-		reasons["shutdown"] = "the process is shutting down"
+		reasons["shutdown"] = "the process is shutting down" // never excludable
 	}
 	for i, c := range checks {
 		if err := c(); err != nil {
-			reasons[names[i]] = err.Error()
+			if slices.Contains(exclude, names[i]) {
+				excluded[names[i]] = err.Error()
+			} else {
+				reasons[names[i]] = err.Error()
+			}
 		}
 	}
-	return len(reasons) == 0, reasons
+	return len(reasons) == 0, reasons, excluded
 }
 
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	ok, reasons := s.Ready()
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	exclude := r.URL.Query()["exclude"]
+	s.mu.RLock()
+	for _, name := range exclude {
+		if _, known := s.checks[name]; !known {
+			s.mu.RUnlock()
+			// A typo would silently make the probe stricter or laxer than intended.
+			writeJSON(w, http.StatusBadRequest, map[string]any{"ready": false, "error": "unknown readiness check " + strconv.Quote(name) + " in exclude"})
+			return
+		}
+	}
+	s.mu.RUnlock()
+	ok, reasons, excluded := s.ready(exclude)
 	status := http.StatusOK
 	if !ok {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, readiness{Ready: ok, Reasons: reasons})
+	writeJSON(w, status, readiness{Ready: ok, Reasons: reasons, Excluded: excluded})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

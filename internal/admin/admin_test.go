@@ -50,13 +50,31 @@ func TestEndpoints(t *testing.T) {
 	if r := readyBody(body); code != 503 || r.Ready || r.Reasons["nats"] != "not connected to NATS" || len(r.Reasons) != 1 {
 		t.Errorf("readyz while NATS down: %d %s", code, body)
 	}
+	for _, tc := range []struct {
+		query    string
+		code     int
+		excluded bool
+	}{
+		{"?exclude=nats", 200, true},
+		{"?exclude=rulesets", 503, false},
+		{"?exclude=rulesets&exclude=nats", 200, true},
+		{"?exclude=natz", 400, false}, // a typo must not pass silently
+	} {
+		code, body := get("/readyz" + tc.query)
+		r := readyBody(body)
+		if code != tc.code || r.Ready != (tc.code == 200) || (r.Excluded["nats"] != "") != tc.excluded {
+			t.Errorf("readyz%s while NATS down: %d %s", tc.query, code, body)
+		}
+	}
 	natsErr = nil
 	if code, body := get("/readyz"); code != 200 || !readyBody(body).Ready {
 		t.Errorf("readyz when ready: %d %s", code, body)
 	}
 	s.SetDraining()
-	if code, body := get("/readyz"); code != 503 || readyBody(body).Reasons["shutdown"] == "" {
-		t.Errorf("readyz while draining: %d %s", code, body)
+	for _, path := range []string{"/readyz", "/readyz?exclude=nats"} {
+		if code, body := get(path); code != 503 || readyBody(body).Reasons["shutdown"] == "" {
+			t.Errorf("%s while draining: %d %s", path, code, body)
+		}
 	}
 	if code, _ := get("/healthz"); code != 200 {
 		t.Errorf("healthz while draining %d (liveness must not fail during a drain)", code)

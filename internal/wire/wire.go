@@ -9,16 +9,18 @@ import (
 	"strings"
 )
 
-// HTTP headers the Statsig SDKs send and read.
+// HTTP headers the Statsig SDKs send and read (STATSIG-API-KEY and so on; header names are
+// case-insensitive). They are spelled in Go's canonical form so that http.Header lookups on hot
+// paths find them without canonicalising, and allocating, on every request.
 const (
-	HeaderAPIKey          = "STATSIG-API-KEY"
-	HeaderSDKType         = "STATSIG-SDK-TYPE"
-	HeaderSDKVersion      = "STATSIG-SDK-VERSION"
-	HeaderClientTime      = "STATSIG-CLIENT-TIME"
-	HeaderEventCount      = "STATSIG-EVENT-COUNT"
-	HeaderSessionID       = "STATSIG-SERVER-SESSION-ID"
-	HeaderRetryCount      = "STATSIG-RETRY-COUNT"
-	HeaderLanguageVersion = "STATSIG-SDK-LANGUAGE-VERSION"
+	HeaderAPIKey          = "Statsig-Api-Key"
+	HeaderSDKType         = "Statsig-Sdk-Type"
+	HeaderSDKVersion      = "Statsig-Sdk-Version"
+	HeaderClientTime      = "Statsig-Client-Time"
+	HeaderEventCount      = "Statsig-Event-Count"
+	HeaderSessionID       = "Statsig-Server-Session-Id"
+	HeaderRetryCount      = "Statsig-Retry-Count"
+	HeaderLanguageVersion = "Statsig-Sdk-Language-Version"
 )
 
 // Headers of an event-batch message in the JetStream event stream. The body of such a message is
