@@ -33,6 +33,43 @@ func loadPayload(b testing.TB) []byte {
 	return s.V2()
 }
 
+// dcsBench is a proxy serving one cached rule set to "secret-bench", and what a baseline server
+// needs to serve the same bytes.
+type dcsBench struct {
+	app           *App
+	url           string // the proxy's base URL
+	payload, gzip []byte
+	time          int64 // the rule set's time (lcut): sinceTime for has_updates:false answers
+}
+
+func startDCSBench(tb testing.TB) *dcsBench {
+	d := &dcsBench{payload: loadPayload(tb)}
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	_, _ = zw.Write(d.payload)
+	_ = zw.Close()
+	d.gzip = gz.Bytes()
+	var head struct {
+		Time int64 `json:"time"`
+	}
+	if err := json.Unmarshal(d.payload, &head); err != nil {
+		tb.Fatal(err)
+	}
+	d.time = head.Time
+	up := configcachetest.New(tb)
+	up.SetPayload(benchKey, 2, d.payload)
+	cfg := rsConfig(tb, up, func(c *config.Config) {
+		c.RuleSets.PollInterval = 10 * time.Second
+		c.RuleSets.PollJitter = time.Second
+		c.RuleSets.Share.LeaseTTL = 30 * time.Second
+		c.Log.Level = "warn"
+	})
+	d.app, d.url, _ = rsStartProxy(tb, cfg)
+	return d
+}
+
+const benchKey = "secret-bench"
+
 // BenchmarkDCS measures rule-set answers per second through the proxy and, in the same run,
 // through a minimal Go server returning the same bytes (the practical limit on this machine):
 //
@@ -41,31 +78,10 @@ func loadPayload(b testing.TB) []byte {
 // Both servers and the load-generating client share the machine; compare the req/s metric of
 // proxy/… with baseline/… for the same case.
 func BenchmarkDCS(b *testing.B) {
-	payload := loadPayload(b)
-	var gz bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-	_, _ = zw.Write(payload)
-	_ = zw.Close()
-	var head struct {
-		Time int64 `json:"time"`
-	}
-	if err := json.Unmarshal(payload, &head); err != nil {
-		b.Fatal(err)
-	}
-	key := "secret-bench"
-
-	up := configcachetest.New(b)
-	up.SetPayload(key, 2, payload)
-	cfg := rsConfig(b, up, func(c *config.Config) {
-		c.RuleSets.PollInterval = 10 * time.Second
-		c.RuleSets.PollJitter = time.Second
-		c.RuleSets.Share.LeaseTTL = 30 * time.Second
-		c.Log.Level = "warn"
-	})
-	_, proxyURL, _ := rsStartProxy(b, cfg)
-	baseURL := benchBaseline(b, payload, gz.Bytes())
-
-	since := strconv.FormatInt(head.Time, 10)
+	d := startDCSBench(b)
+	proxyURL, key := d.url, benchKey
+	baseURL := benchBaseline(b, d.payload, d.gzip)
+	since := strconv.FormatInt(d.time, 10)
 	cases := []struct {
 		name, query, encoding string
 	}{
@@ -89,29 +105,14 @@ func BenchmarkDCS(b *testing.B) {
 //
 //	go test -run '^$' -bench BenchmarkDCSHandler -benchmem ./proxy/
 func BenchmarkDCSHandler(b *testing.B) {
-	payload := loadPayload(b)
-	var head struct {
-		Time int64 `json:"time"`
-	}
-	if err := json.Unmarshal(payload, &head); err != nil {
-		b.Fatal(err)
-	}
-	up := configcachetest.New(b)
-	up.SetPayload("secret-bench", 2, payload)
-	cfg := rsConfig(b, up, func(c *config.Config) {
-		c.RuleSets.PollInterval = 10 * time.Second
-		c.RuleSets.PollJitter = time.Second
-		c.RuleSets.Share.LeaseTTL = 30 * time.Second
-		c.Log.Level = "warn"
-	})
-	a, _, _ := rsStartProxy(b, cfg)
-	req := httptest.NewRequest("GET", "/v2/download_config_specs/secret-bench.json?sinceTime="+strconv.FormatInt(head.Time, 10), nil)
-	req.Header.Set("STATSIG-API-KEY", "secret-bench")
+	d := startDCSBench(b)
+	req := httptest.NewRequest("GET", "/v2/download_config_specs/"+benchKey+".json?sinceTime="+strconv.FormatInt(d.time, 10), nil)
+	req.Header.Set("STATSIG-API-KEY", benchKey)
 	req.Header.Set("Accept-Encoding", "gzip")
 	for _, target := range []struct {
 		name string
 		h    http.Handler
-	}{{"proxy", a.Handler()}, {"baseline", baselineHandler(payload, nil)}} {
+	}{{"proxy", d.app.Handler()}, {"baseline", baselineHandler(d.payload, nil)}} {
 		b.Run(target.name, func(b *testing.B) {
 			w := &discardWriter{h: http.Header{}}
 			target.h.ServeHTTP(w, req)
@@ -227,39 +228,20 @@ func benchGet(b *testing.B, url, key, encoding string) {
 //	wrk -t2 -c32 -d10s -H 'Accept-Encoding: gzip' "$(sed -n 1p /tmp/targets)/v2/download_config_specs/secret-bench.json"
 //	wrk -t2 -c32 -d10s -H 'Accept-Encoding: gzip' "$(sed -n 2p /tmp/targets)/v2/download_config_specs/secret-bench.json"
 func TestLoadTargets(t *testing.T) {
-	d, err := time.ParseDuration(os.Getenv("SIGEDGE_LOAD_TARGETS"))
-	if err != nil || d <= 0 {
+	serveFor, err := time.ParseDuration(os.Getenv("SIGEDGE_LOAD_TARGETS"))
+	if err != nil || serveFor <= 0 {
 		t.Skip("set SIGEDGE_LOAD_TARGETS=<duration> (and SIGEDGE_LOAD_TARGETS_FILE) to serve load-test targets")
 	}
-	payload := loadPayload(t)
-	var gz bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-	_, _ = zw.Write(payload)
-	_ = zw.Close()
-	var head struct {
-		Time int64 `json:"time"`
-	}
-	if err := json.Unmarshal(payload, &head); err != nil {
-		t.Fatal(err)
-	}
-	up := configcachetest.New(t)
-	up.SetPayload("secret-bench", 2, payload)
-	cfg := rsConfig(t, up, func(c *config.Config) {
-		c.RuleSets.PollInterval = 10 * time.Second
-		c.RuleSets.PollJitter = time.Second
-		c.RuleSets.Share.LeaseTTL = 30 * time.Second
-		c.Log.Level = "warn"
-	})
-	_, proxyURL, _ := rsStartProxy(t, cfg)
-	baseURL := benchBaseline(t, payload, gz.Bytes())
-	if st, _, _ := rsDo(t, "GET", proxyURL+"/v2/download_config_specs/secret-bench.json", "", nil); st != 200 {
+	d := startDCSBench(t)
+	proxyURL, baseURL := d.url, benchBaseline(t, d.payload, d.gzip)
+	if st, _, _ := rsDo(t, "GET", proxyURL+"/v2/download_config_specs/"+benchKey+".json", "", nil); st != 200 {
 		t.Fatalf("warm-up: %d", st)
 	}
 	if f := os.Getenv("SIGEDGE_LOAD_TARGETS_FILE"); f != "" {
-		if err := os.WriteFile(f, []byte(proxyURL+"\n"+baseURL+"\n"+strconv.FormatInt(head.Time, 10)+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(f, []byte(proxyURL+"\n"+baseURL+"\n"+strconv.FormatInt(d.time, 10)+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("proxy %s, baseline %s, lcut %d", proxyURL, baseURL, head.Time)
-	time.Sleep(d) // serving for the external load tool; nothing to await
+	t.Logf("proxy %s, baseline %s, lcut %d", proxyURL, baseURL, d.time)
+	time.Sleep(serveFor) // serving for the external load tool; nothing to await
 }
