@@ -30,13 +30,9 @@ const (
 // and checks that each event reaches Statsig exactly once, in requests that never mix keys or SDK
 // instances, with the key's headers.
 func TestForwardsEveryEventOnce(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.BatchMaxEvents = 25
-	app := startForwarder(t, cfg)
+	e := newEnv(t)
+	e.cfg.Forwarder.BatchMaxEvents = 25
+	app := e.start()
 
 	type source struct{ key, endpoint, sdkType, meta string }
 	sources := []source{
@@ -45,22 +41,18 @@ func TestForwardsEveryEventOnce(t *testing.T) {
 		{keyB, endpointLogEvent, "go-sdk", metaGo1},
 		{clientKey, endpointRgstr, "js-client", metaJS},
 	}
-	var want []string
 	srcOf := map[string]source{}
-	for i := range 40 {
+	want := e.publishN(40, func(i int) testBatch {
 		s := sources[i%len(sources)]
-		n := 1 + i%7
-		batchIDs := ids(fmt.Sprintf("m%d", i), n)
-		for _, id := range batchIDs {
+		b := testBatch{key: s.key, endpoint: s.endpoint, sdkType: s.sdkType, sdkVersion: "v1", meta: s.meta, ids: ids(fmt.Sprintf("m%d", i), 1+i%7)}
+		for _, id := range b.ids {
 			srcOf[id] = s
 		}
-		want = append(want, batchIDs...)
-		publishBatch(t, js, testBatch{key: s.key, endpoint: s.endpoint, sdkType: s.sdkType, sdkVersion: "v1", meta: s.meta, ids: batchIDs})
-	}
-	fake.WaitIDs(t, want, 15*time.Second)
-	fake.AssertExactlyOnce(t, want)
+		return b
+	})
+	e.fake.WaitExactlyOnce(t, want, 15*time.Second)
 
-	reqs := fake.Accepted()
+	reqs := e.fake.Accepted()
 	for _, r := range reqs {
 		s := srcOf[r.IDs[0]]
 		for _, id := range r.IDs {
@@ -80,8 +72,8 @@ func TestForwardsEveryEventOnce(t *testing.T) {
 		if r.EventCount != strconv.Itoa(len(r.IDs)) {
 			t.Errorf("%s = %s for %d events", wire.HeaderEventCount, r.EventCount, len(r.IDs))
 		}
-		if len(r.IDs) > cfg.Forwarder.BatchMaxEvents {
-			t.Errorf("request with %d events, batch_max_events is %d", len(r.IDs), cfg.Forwarder.BatchMaxEvents)
+		if len(r.IDs) > e.cfg.Forwarder.BatchMaxEvents {
+			t.Errorf("request with %d events, batch_max_events is %d", len(r.IDs), e.cfg.Forwarder.BatchMaxEvents)
 		}
 		// The SDK's clock offset survives the queue: its client time is sdkClockAhead ahead.
 		if ct, err := strconv.ParseInt(r.ClientTime, 10, 64); err != nil || (time.UnixMilli(ct).Sub(r.At)-sdkClockAhead).Abs() > time.Second {
@@ -103,14 +95,8 @@ func TestForwardsEveryEventOnce(t *testing.T) {
 	if len(reqs) >= 40 {
 		t.Errorf("%d requests for 40 messages: nothing was batched", len(reqs))
 	}
-	eventually(t, 5*time.Second, "consumer still has unacked messages", func() bool {
-		info := consumerInfo(t, js, cfg.Forwarder.ConsumerName)
-		return info.NumAckPending == 0 && info.NumPending == 0
-	})
-	reg := app.Registry()
-	eventually(t, 5*time.Second, fmt.Sprintf("events_accepted_total is not %d", len(want)), func() bool {
-		return metricValue(t, reg, "sigedge_forwarder_events_accepted_total", nil) == float64(len(want))
-	})
+	e.waitAllAcked()
+	waitMetric(t, app.Registry(), 5*time.Second, "sigedge_forwarder_events_accepted_total", nil, float64(len(want)))
 	if ok, reasons := app.Ready(); !ok {
 		t.Errorf("not ready: %v", reasons)
 	}
@@ -119,73 +105,50 @@ func TestForwardsEveryEventOnce(t *testing.T) {
 // TestFlushInterval checks that a batch below the size limits waits for flush_interval, and that a
 // full one does not.
 func TestFlushInterval(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.FlushInterval = 700 * time.Millisecond
-	cfg.Forwarder.BatchMaxEvents = 10
-	startForwarder(t, cfg)
+	e := newEnv(t)
+	flush := 700 * time.Millisecond
+	e.cfg.Forwarder.FlushInterval = flush
+	e.cfg.Forwarder.BatchMaxEvents = 10
+	e.start()
 
-	start := time.Now()
-	full := ids("full", 10)
-	publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: full})
-	fake.WaitIDs(t, full, 5*time.Second)
-	if d := time.Since(start); d >= cfg.Forwarder.FlushInterval {
+	// sent publishes n events in one batch and returns them with the time until they all arrived.
+	sent := func(prefix string, n int) ([]string, time.Duration) {
+		start := time.Now()
+		b := ids(prefix, n)
+		e.publish(batchOf(keyA, b))
+		e.fake.WaitIDs(t, b, 5*time.Second)
+		return b, time.Since(start)
+	}
+	full, d := sent("full", 10)
+	if d >= flush {
 		t.Errorf("a full batch took %s, it should not wait for flush_interval", d)
 	}
-	start = time.Now()
-	small := ids("small", 3)
-	publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: small})
-	fake.WaitIDs(t, small, 5*time.Second)
-	if d := time.Since(start); d < cfg.Forwarder.FlushInterval {
-		t.Errorf("a small batch was sent after %s, before flush_interval %s", d, cfg.Forwarder.FlushInterval)
+	small, d := sent("small", 3)
+	if d < flush {
+		t.Errorf("a small batch was sent after %s, before flush_interval %s", d, flush)
 	}
-	fake.AssertExactlyOnce(t, append(full, small...))
+	e.fake.AssertExactlyOnce(t, append(full, small...))
 }
 
 // TestUpstreamDownThenBack: Statsig drops every connection for a while. The breaker opens, nothing
 // is acked, and once Statsig is back the whole backlog arrives exactly once.
 func TestUpstreamDownThenBack(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	var down atomic.Bool
-	down.Store(true)
-	fake.SetRespond(func(*forwardertest.Request, int) int {
-		if down.Load() {
-			return forwardertest.DropConnection
-		}
-		return http.StatusAccepted
-	})
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.BatchMaxEvents = 20
-	app := startForwarder(t, cfg)
+	e := newEnv(t)
+	down := e.outage(forwardertest.DropConnection)
+	e.cfg.Forwarder.BatchMaxEvents = 20
+	app := e.start()
 	reg := app.Registry()
 
-	var want []string
-	for i := range 30 {
-		b := ids(fmt.Sprintf("down%d", i), 5)
-		want = append(want, b...)
-		key := keyA
-		if i%2 == 1 {
-			key = keyB
-		}
-		publishBatch(t, js, testBatch{key: key, meta: metaGo1, ids: b})
-	}
-	eventually(t, 10*time.Second, "breaker did not open", func() bool {
-		return metricValue(t, reg, "sigedge_forwarder_breaker_state", nil) == breakerOpen
+	want := e.publishN(30, func(i int) testBatch {
+		return batchOf([]string{keyA, keyB}[i%2], ids(fmt.Sprintf("down%d", i), 5))
 	})
-	eventually(t, 10*time.Second, "not every message was pulled", func() bool {
-		return metricValue(t, reg, "sigedge_forwarder_in_flight_messages", nil) == 30
-	})
-	info := consumerInfo(t, js, cfg.Forwarder.ConsumerName)
+	waitMetric(t, reg, 10*time.Second, "sigedge_forwarder_breaker_state", nil, breakerOpen)
+	waitMetric(t, reg, 10*time.Second, "sigedge_forwarder_in_flight_messages", nil, 30)
+	info := e.consumer()
 	if info.NumAckPending != 30 || info.AckFloor.Stream != 0 {
 		t.Errorf("while Statsig is down: %d messages pending ack, ack floor %d; want 30 and 0 (nothing acked)", info.NumAckPending, info.AckFloor.Stream)
 	}
-	if n, _ := fake.Counts(); len(n) != 0 {
+	if n, _ := e.fake.Counts(); len(n) != 0 {
 		t.Fatalf("fake accepted events while down: %v", n)
 	}
 	if ok, reasons := app.Ready(); !ok {
@@ -193,15 +156,9 @@ func TestUpstreamDownThenBack(t *testing.T) {
 	}
 
 	down.Store(false)
-	fake.WaitIDs(t, want, 15*time.Second)
-	fake.AssertExactlyOnce(t, want)
-	eventually(t, 5*time.Second, "breaker did not close", func() bool {
-		return metricValue(t, reg, "sigedge_forwarder_breaker_state", nil) == breakerClosed
-	})
-	eventually(t, 5*time.Second, "backlog not acked", func() bool {
-		info := consumerInfo(t, js, cfg.Forwarder.ConsumerName)
-		return info.NumAckPending == 0 && info.NumPending == 0
-	})
+	e.fake.WaitExactlyOnce(t, want, 15*time.Second)
+	waitMetric(t, reg, 5*time.Second, "sigedge_forwarder_breaker_state", nil, breakerClosed)
+	e.waitAllAcked()
 	if got := metricValue(t, reg, "sigedge_forwarder_batches_retried_total", map[string]string{"reason": "network_error"}); got == 0 {
 		t.Error("no retry counted for network errors")
 	}
@@ -213,11 +170,8 @@ func TestUpstreamDownThenBack(t *testing.T) {
 // TestIntermittentFailures: Statsig answers 500, 503, 429 and 408 to a share of requests. Every event
 // arrives exactly once: a failed request records nothing, and only unacked batches are resent.
 func TestIntermittentFailures(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	fake.SetRespond(func(_ *forwardertest.Request, n int) int {
+	e := newEnv(t)
+	e.fake.SetRespond(func(_ *forwardertest.Request, n int) int {
 		switch n % 6 {
 		case 1:
 			return http.StatusInternalServerError
@@ -228,19 +182,14 @@ func TestIntermittentFailures(t *testing.T) {
 		}
 		return http.StatusAccepted
 	})
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.BatchMaxEvents = 10
-	cfg.Forwarder.Breaker.ConsecutiveFailures = 10
-	app := startForwarder(t, cfg)
+	e.cfg.Forwarder.BatchMaxEvents = 10
+	e.cfg.Forwarder.Breaker.ConsecutiveFailures = 10
+	app := e.start()
 
-	var want []string
-	for i := range 60 {
-		b := ids(fmt.Sprintf("flaky%d", i), 1+i%4)
-		want = append(want, b...)
-		publishBatch(t, js, testBatch{key: []string{keyA, keyB}[i%2], meta: metaGo1, ids: b})
-	}
-	fake.WaitIDs(t, want, 20*time.Second)
-	fake.AssertExactlyOnce(t, want)
+	want := e.publishN(60, func(i int) testBatch {
+		return batchOf([]string{keyA, keyB}[i%2], ids(fmt.Sprintf("flaky%d", i), 1+i%4))
+	})
+	e.fake.WaitExactlyOnce(t, want, 20*time.Second)
 	reg := app.Registry()
 	for _, reason := range []string{"500", "429"} {
 		if metricValue(t, reg, "sigedge_forwarder_batches_retried_total", map[string]string{"reason": reason}) == 0 {
@@ -256,42 +205,36 @@ func TestIntermittentFailures(t *testing.T) {
 // event. Its message alone is dead-lettered (the batch is split to find it), everything else of the
 // key flows, and ReplayDeadLetters puts it back once Statsig accepts it.
 func TestPoisonBatchIsDeadLetteredAndReplayed(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
+	e := newEnv(t)
 	var refuse atomic.Bool
 	refuse.Store(true)
-	fake.SetRespond(func(r *forwardertest.Request, _ int) int {
+	e.fake.SetRespond(func(r *forwardertest.Request, _ int) int {
 		if refuse.Load() && slices.Contains(r.IDs, "poison-0") {
 			return http.StatusBadRequest
 		}
 		return http.StatusAccepted
 	})
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.FlushInterval = 300 * time.Millisecond
-	app := startForwarder(t, cfg)
+	e.cfg.Forwarder.FlushInterval = 300 * time.Millisecond
+	app := e.start()
 	reg := app.Registry()
 
+	poison := []string{"poison-0", "poison-1"}
 	var good []string
-	for i := range 12 {
+	e.publishN(12, func(i int) testBatch {
 		if i == 7 {
-			publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: []string{"poison-0", "poison-1"}})
-			continue
+			return batchOf(keyA, poison)
 		}
 		b := ids(fmt.Sprintf("good%d", i), 3)
 		good = append(good, b...)
-		publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: b})
-	}
-	fake.WaitIDs(t, good, 10*time.Second)
-	eventually(t, 10*time.Second, "poison message not dead-lettered", func() bool {
-		return metricValue(t, reg, "sigedge_forwarder_messages_dead_lettered_total", map[string]string{"status": "400"}) == 1
+		return batchOf(keyA, b)
 	})
-	fake.AssertExactlyOnce(t, good)
+	e.fake.WaitIDs(t, good, 10*time.Second)
+	waitMetric(t, reg, 10*time.Second, "sigedge_forwarder_messages_dead_lettered_total", map[string]string{"status": "400"}, 1)
+	e.fake.AssertExactlyOnce(t, good)
 	if metricValue(t, reg, "sigedge_forwarder_batches_split_total", nil) == 0 {
 		t.Error("the refused batch was not split")
 	}
-	dead := deadLetters(t, js)
+	dead := e.deadLetters()
 	if len(dead) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dead))
 	}
@@ -303,20 +246,18 @@ func TestPoisonBatchIsDeadLetteredAndReplayed(t *testing.T) {
 	if want := "sigedge.events_dead." + wire.KeyHash(keyA); d.Subject != want {
 		t.Errorf("dead letter subject %s, want %s", d.Subject, want)
 	}
-	eventually(t, 5*time.Second, "messages left unacked", func() bool {
-		return consumerInfo(t, js, cfg.Forwarder.ConsumerName).NumAckPending == 0
-	})
+	e.waitAllAcked()
 
 	refuse.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	moved, err := ReplayDeadLetters(ctx, js, cfg.NATS.Stream, ReplayOptions{})
+	moved, err := ReplayDeadLetters(ctx, e.js, e.cfg.NATS.Stream, ReplayOptions{})
 	if err != nil || moved != 1 {
 		t.Fatalf("ReplayDeadLetters = %d, %v; want 1", moved, err)
 	}
-	fake.WaitIDs(t, []string{"poison-0", "poison-1"}, 10*time.Second)
-	fake.AssertExactlyOnce(t, append(good, "poison-0", "poison-1"))
-	if n := len(deadLetters(t, js)); n != 0 {
+	e.fake.WaitIDs(t, poison, 10*time.Second)
+	e.fake.AssertExactlyOnce(t, append(good, poison...))
+	if n := len(e.deadLetters()); n != 0 {
 		t.Errorf("%d dead letters left after replay", n)
 	}
 }
@@ -324,43 +265,36 @@ func TestPoisonBatchIsDeadLetteredAndReplayed(t *testing.T) {
 // TestKeyRefusedDoesNotBlockOthers: Statsig answers 401 for one key. Its batches go to the
 // dead-letter stream, the breaker stays closed, and the other key's events flow.
 func TestKeyRefusedDoesNotBlockOthers(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	fake.SetRespond(func(r *forwardertest.Request, _ int) int {
+	e := newEnv(t)
+	e.fake.SetRespond(func(r *forwardertest.Request, _ int) int {
 		if r.Key == keyB {
 			return http.StatusUnauthorized
 		}
 		return http.StatusAccepted
 	})
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.Breaker.ConsecutiveFailures = 2
-	app := startForwarder(t, cfg)
+	e.cfg.Forwarder.Breaker.ConsecutiveFailures = 2
+	app := e.start()
 	reg := app.Registry()
 
 	var good []string
-	for i := range 20 {
+	e.publishN(20, func(i int) testBatch {
 		b := ids(fmt.Sprintf("k%d", i), 2)
-		if i%2 == 0 {
-			good = append(good, b...)
-			publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: b})
-		} else {
-			publishBatch(t, js, testBatch{key: keyB, meta: metaGo1, ids: b})
+		if i%2 == 1 {
+			return batchOf(keyB, b)
 		}
-	}
-	fake.WaitIDs(t, good, 10*time.Second)
-	eventually(t, 10*time.Second, "refused key's messages not all dead-lettered", func() bool {
-		return metricValue(t, reg, "sigedge_forwarder_messages_dead_lettered_total", map[string]string{"status": "401"}) == 10
+		good = append(good, b...)
+		return batchOf(keyA, b)
 	})
-	fake.AssertExactlyOnce(t, good)
+	e.fake.WaitIDs(t, good, 10*time.Second)
+	waitMetric(t, reg, 10*time.Second, "sigedge_forwarder_messages_dead_lettered_total", map[string]string{"status": "401"}, 10)
+	e.fake.AssertExactlyOnce(t, good)
 	if got := metricValue(t, reg, "sigedge_forwarder_breaker_transitions_total", nil); got != 0 {
 		t.Errorf("a key's 401 moved the breaker (%v transitions)", got)
 	}
 	if got := metricValue(t, reg, "sigedge_forwarder_batches_split_total", nil); got != 0 {
 		t.Errorf("a key's 401 split batches (%v)", got)
 	}
-	for _, d := range deadLetters(t, js) {
+	for _, d := range e.deadLetters() {
 		if d.Header.Get(wire.MsgSDKKey) != keyB || d.Header.Get(wire.MsgDeadStatus) != "401" {
 			t.Errorf("dead letter %s for key %s status %s", d.Subject, wire.KeyHash(d.Header.Get(wire.MsgSDKKey)), d.Header.Get(wire.MsgDeadStatus))
 		}
@@ -369,16 +303,16 @@ func TestKeyRefusedDoesNotBlockOthers(t *testing.T) {
 	// replay-dlq for one key only, with a limit.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	moved, err := ReplayDeadLetters(ctx, js, cfg.NATS.Stream, ReplayOptions{KeyHash: wire.KeyHash(keyA)})
+	moved, err := ReplayDeadLetters(ctx, e.js, e.cfg.NATS.Stream, ReplayOptions{KeyHash: wire.KeyHash(keyA)})
 	if err != nil || moved != 0 {
 		t.Errorf("replay for a key with no dead letters moved %d, %v", moved, err)
 	}
-	fake.SetRespond(nil)
-	moved, err = ReplayDeadLetters(ctx, js, cfg.NATS.Stream, ReplayOptions{KeyHash: wire.KeyHash(keyB), Limit: 4})
+	e.fake.SetRespond(nil)
+	moved, err = ReplayDeadLetters(ctx, e.js, e.cfg.NATS.Stream, ReplayOptions{KeyHash: wire.KeyHash(keyB), Limit: 4})
 	if err != nil || moved != 4 {
 		t.Errorf("replay with limit 4 moved %d, %v", moved, err)
 	}
-	if n := len(deadLetters(t, js)); n != 6 {
+	if n := len(e.deadLetters()); n != 6 {
 		t.Errorf("%d dead letters left, want 6", n)
 	}
 }
@@ -386,25 +320,27 @@ func TestKeyRefusedDoesNotBlockOthers(t *testing.T) {
 // TestMalformedMessageIsDeadLettered: a message without a key or with a broken body cannot be sent;
 // it goes to the dead-letter stream and does not hold anything up.
 func TestMalformedMessageIsDeadLettered(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	cfg := testConfig(t, natsURL, fake.URL())
-	app := startForwarder(t, cfg)
+	e := newEnv(t)
+	app := e.start()
 
-	publishRaw(t, js, keyA, endpointLogEvent, "go-sdk", "1", 1, []byte(`{"events":[{"broken"`))
-	publishRaw(t, js, "", endpointLogEvent, "go-sdk", "1", 1, testBatch{ids: []string{"nokey"}}.body())
-	publishRaw(t, js, keyA, "initialize", "go-sdk", "1", 1, testBatch{ids: []string{"badendpoint"}}.body())
-	publishRaw(t, js, keyA, endpointLogEvent, "go-sdk", "1", 0, []byte(`{"events":[],"statsigMetadata":{}}`))
+	for _, m := range []struct {
+		key, endpoint string
+		count         int
+		body          []byte
+	}{
+		{keyA, endpointLogEvent, 1, []byte(`{"events":[{"broken"`)},
+		{"", endpointLogEvent, 1, testBatch{ids: []string{"nokey"}}.body()},
+		{keyA, "initialize", 1, testBatch{ids: []string{"badendpoint"}}.body()},
+		{keyA, endpointLogEvent, 0, []byte(`{"events":[],"statsigMetadata":{}}`)}, // empty: acked, not dead
+	} {
+		e.publishRaw(forwardertest.Batch{Key: m.key, Endpoint: m.endpoint, SDKType: "go-sdk", SDKVersion: "1", Count: m.count, Body: m.body})
+	}
 	ok := ids("ok", 3)
-	publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: ok})
-	fake.WaitIDs(t, ok, 10*time.Second)
-	eventually(t, 5*time.Second, "malformed messages not dead-lettered", func() bool {
-		return metricValue(t, app.Registry(), "sigedge_forwarder_messages_dead_lettered_total", map[string]string{"status": "0"}) == 3
-	})
-	fake.AssertExactlyOnce(t, ok)
-	dead := deadLetters(t, js)
+	e.publish(batchOf(keyA, ok))
+	e.fake.WaitIDs(t, ok, 10*time.Second)
+	waitMetric(t, app.Registry(), 5*time.Second, "sigedge_forwarder_messages_dead_lettered_total", map[string]string{"status": "0"}, 3)
+	e.fake.AssertExactlyOnce(t, ok)
+	dead := e.deadLetters()
 	if len(dead) != 3 {
 		t.Fatalf("%d dead letters, want 3", len(dead))
 	}
@@ -416,48 +352,27 @@ func TestMalformedMessageIsDeadLettered(t *testing.T) {
 	if got := metricValue(t, app.Registry(), "sigedge_forwarder_messages_empty_total", nil); got != 1 {
 		t.Errorf("messages_empty_total = %v, want 1", got)
 	}
-	eventually(t, 5*time.Second, "messages left unacked", func() bool {
-		return consumerInfo(t, js, cfg.Forwarder.ConsumerName).NumAckPending == 0
-	})
+	e.waitAllAcked()
 }
 
 // TestHeartbeatsPreventRedelivery: batches wait in a forwarder (Statsig failing) for several times
 // ack_wait. In-progress heartbeats keep JetStream from redelivering them, so nothing is duplicated.
 func TestHeartbeatsPreventRedelivery(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	var failing atomic.Bool
-	failing.Store(true)
-	fake.SetRespond(func(*forwardertest.Request, int) int {
-		if failing.Load() {
-			return http.StatusServiceUnavailable
-		}
-		return http.StatusAccepted
-	})
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.AckWait = 600 * time.Millisecond
-	cfg.Forwarder.RequestTimeout = 500 * time.Millisecond
-	app := startForwarder(t, cfg)
+	e := newEnv(t)
+	failing := e.outage(http.StatusServiceUnavailable)
+	e.cfg.Forwarder.AckWait = 600 * time.Millisecond
+	e.cfg.Forwarder.RequestTimeout = 500 * time.Millisecond
+	app := e.start()
 
-	var want []string
-	for i := range 10 {
-		b := ids(fmt.Sprintf("hb%d", i), 2)
-		want = append(want, b...)
-		publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: b})
-	}
-	eventually(t, 5*time.Second, "messages not pulled", func() bool {
-		return metricValue(t, app.Registry(), "sigedge_forwarder_in_flight_messages", nil) == 10
-	})
+	want := e.publishN(10, func(i int) testBatch { return batchOf(keyA, ids(fmt.Sprintf("hb%d", i), 2)) })
+	waitMetric(t, app.Registry(), 5*time.Second, "sigedge_forwarder_in_flight_messages", nil, 10)
 	// Hold them for 4× ack_wait: the time is the test, not a wait for an event.
-	time.Sleep(4 * cfg.Forwarder.AckWait)
-	if info := consumerInfo(t, js, cfg.Forwarder.ConsumerName); info.NumRedelivered != 0 {
+	time.Sleep(4 * e.cfg.Forwarder.AckWait)
+	if info := e.consumer(); info.NumRedelivered != 0 {
 		t.Errorf("%d messages were redelivered while held", info.NumRedelivered)
 	}
 	failing.Store(false)
-	fake.WaitIDs(t, want, 10*time.Second)
-	fake.AssertExactlyOnce(t, want)
+	e.fake.WaitExactlyOnce(t, want, 10*time.Second)
 	if got := metricValue(t, app.Registry(), "sigedge_forwarder_messages_received_total", nil); got != 10 {
 		t.Errorf("messages_received_total = %v, want 10 (no redelivery)", got)
 	}
@@ -466,23 +381,15 @@ func TestHeartbeatsPreventRedelivery(t *testing.T) {
 // TestTwoForwardersShareTheConsumer: two replicas on one durable consumer deliver every event once
 // overall.
 func TestTwoForwardersShareTheConsumer(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.BatchMaxEvents = 20
-	a1 := startForwarder(t, cfg)
-	a2 := startForwarder(t, cfg)
+	e := newEnv(t)
+	e.cfg.Forwarder.BatchMaxEvents = 20
+	a1 := e.start()
+	a2 := e.start()
 
-	var want []string
-	for i := range 200 {
-		b := ids(fmt.Sprintf("two%d", i), 1+i%5)
-		want = append(want, b...)
-		publishBatch(t, js, testBatch{key: []string{keyA, keyB}[i%2], meta: []string{metaGo1, metaGo2}[i/2%2], ids: b})
-	}
-	fake.WaitIDs(t, want, 20*time.Second)
-	fake.AssertExactlyOnce(t, want)
+	want := e.publishN(200, func(i int) testBatch {
+		return testBatch{key: []string{keyA, keyB}[i%2], meta: []string{metaGo1, metaGo2}[i/2%2], ids: ids(fmt.Sprintf("two%d", i), 1+i%5)}
+	})
+	e.fake.WaitExactlyOnce(t, want, 20*time.Second)
 	// The fake counts an event before the forwarder sees the answer; wait for both to agree.
 	var n1, n2 float64
 	eventually(t, 5*time.Second, "replicas' accepted counts do not add up", func() bool {
@@ -496,29 +403,18 @@ func TestTwoForwardersShareTheConsumer(t *testing.T) {
 // TestShutdownSendsWhatIsBatched: with a flush interval far away, Shutdown still sends every batch
 // before it returns.
 func TestShutdownSendsWhatIsBatched(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.FlushInterval = time.Hour
-	app := startForwarder(t, cfg)
+	e := newEnv(t)
+	e.cfg.Forwarder.FlushInterval = time.Hour
+	app := e.start()
 
-	var want []string
-	for i := range 10 {
-		b := ids(fmt.Sprintf("sd%d", i), 3)
-		want = append(want, b...)
-		publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: b})
-	}
-	eventually(t, 5*time.Second, "messages not pulled", func() bool {
-		return metricValue(t, app.Registry(), "sigedge_forwarder_in_flight_messages", nil) == 10
-	})
-	if ids, _ := fake.Counts(); len(ids) != 0 {
+	want := e.publishN(10, func(i int) testBatch { return batchOf(keyA, ids(fmt.Sprintf("sd%d", i), 3)) })
+	waitMetric(t, app.Registry(), 5*time.Second, "sigedge_forwarder_in_flight_messages", nil, 10)
+	if ids, _ := e.fake.Counts(); len(ids) != 0 {
 		t.Fatalf("sent before flush_interval: %v", ids)
 	}
 	shutdownApp(t, app)
-	fake.AssertExactlyOnce(t, want)
-	info := consumerInfo(t, js, cfg.Forwarder.ConsumerName)
+	e.fake.AssertExactlyOnce(t, want)
+	info := e.consumer()
 	if info.NumAckPending != 0 || info.NumPending != 0 {
 		t.Errorf("after shutdown: %d pending ack, %d pending", info.NumAckPending, info.NumPending)
 	}
@@ -527,110 +423,84 @@ func TestShutdownSendsWhatIsBatched(t *testing.T) {
 // TestShutdownHandsBackUnsent: Statsig is down when a forwarder stops. Shutdown returns within its
 // timeout and NAKs what it held, so another replica sends it at once, long before ack_wait.
 func TestShutdownHandsBackUnsent(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	var down atomic.Bool
-	down.Store(true)
-	fake.SetRespond(func(*forwardertest.Request, int) int {
-		if down.Load() {
-			return http.StatusBadGateway
-		}
-		return http.StatusAccepted
-	})
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.AckWait = time.Minute // a redelivery by time-out would fail the test
-	cfg.Forwarder.ShutdownTimeout = 2 * time.Second
-	cfg.Forwarder.Breaker.OpenTimeout = time.Hour
-	app := startForwarder(t, cfg)
+	e := newEnv(t)
+	down := e.outage(http.StatusBadGateway)
+	f := &e.cfg.Forwarder
+	f.AckWait = time.Minute // a redelivery by time-out would fail the test
+	f.ShutdownTimeout = 2 * time.Second
+	f.Breaker.OpenTimeout = time.Hour
+	app := e.start()
 
-	var want []string
-	for i := range 10 {
-		b := ids(fmt.Sprintf("hand%d", i), 2)
-		want = append(want, b...)
-		publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: b})
-	}
-	eventually(t, 10*time.Second, "breaker did not open", func() bool {
-		return metricValue(t, app.Registry(), "sigedge_forwarder_breaker_state", nil) == breakerOpen
-	})
+	want := e.publishN(10, func(i int) testBatch { return batchOf(keyA, ids(fmt.Sprintf("hand%d", i), 2)) })
+	waitMetric(t, app.Registry(), 10*time.Second, "sigedge_forwarder_breaker_state", nil, breakerOpen)
 	start := time.Now()
 	shutdownApp(t, app)
-	if d := time.Since(start); d > cfg.Forwarder.ShutdownTimeout+time.Second {
-		t.Errorf("shutdown took %s, timeout %s", d, cfg.Forwarder.ShutdownTimeout)
+	if d := time.Since(start); d > f.ShutdownTimeout+time.Second {
+		t.Errorf("shutdown took %s, timeout %s", d, f.ShutdownTimeout)
 	}
 	down.Store(false)
-	cfg2 := cfg
-	cfg2.Forwarder.Breaker.OpenTimeout = 200 * time.Millisecond
-	startForwarder(t, cfg2)
-	fake.WaitIDs(t, want, 10*time.Second) // ≪ ack_wait: only a NAK makes this possible
-	fake.AssertExactlyOnce(t, want)
+	f.Breaker.OpenTimeout = 200 * time.Millisecond
+	e.start()
+	e.fake.WaitExactlyOnce(t, want, 10*time.Second) // ≪ ack_wait: only a NAK makes this possible
 }
 
 // TestMemoryStaysBounded: with Statsig hanging and a backlog far larger than max_in_flight_bytes,
 // the forwarder stops pulling at the bound; the rest stays in the stream until there is room.
 func TestMemoryStaysBounded(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
+	e := newEnv(t)
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
-	fake.SetRespond(func(*forwardertest.Request, int) int {
+	e.fake.SetRespond(func(*forwardertest.Request, int) int {
 		<-release
 		return http.StatusAccepted
 	})
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.BatchMaxBytes = 16 << 10
-	cfg.Forwarder.MaxInFlightBytes = 64 << 10
-	cfg.Forwarder.RequestTimeout = 4 * time.Second
-	cfg.Forwarder.AckWait = 5 * time.Second
-	app := startForwarder(t, cfg)
+	f := &e.cfg.Forwarder
+	f.BatchMaxBytes = 16 << 10
+	f.MaxInFlightBytes = 64 << 10
+	f.RequestTimeout = 4 * time.Second
+	f.AckWait = 5 * time.Second
+	app := e.start()
 	reg := app.Registry()
 
-	var want []string
-	for i := range 100 {
-		b := ids(fmt.Sprintf("mem%d", i), 4)
-		want = append(want, b...)
-		publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: b, pad: 1000}) // ≈4 KiB a message
-	}
+	want := e.publishN(100, func(i int) testBatch {
+		b := batchOf(keyA, ids(fmt.Sprintf("mem%d", i), 4))
+		b.pad = 1000 // ≈4 KiB a message
+		return b
+	})
 	eventually(t, 10*time.Second, "pulling did not reach the bound", func() bool {
-		return metricValue(t, reg, "sigedge_forwarder_in_flight_bytes", nil) >= float64(cfg.Forwarder.MaxInFlightBytes)
+		return metricValue(t, reg, "sigedge_forwarder_in_flight_bytes", nil) >= float64(f.MaxInFlightBytes)
 	})
 	// Near the bound a pull asks for one message of any size, so the bound can be exceeded by one
 	// message (≈4 KiB here), plus slack for per-message overhead estimates.
-	limit := float64(cfg.Forwarder.MaxInFlightBytes) + 16<<10
+	limit := float64(f.MaxInFlightBytes) + 16<<10
 	held := metricValue(t, reg, "sigedge_forwarder_in_flight_bytes", nil)
 	if held > limit {
 		t.Errorf("in-flight bytes %v above the bound %v", held, limit)
 	}
-	info := consumerInfo(t, js, cfg.Forwarder.ConsumerName)
+	info := e.consumer()
 	if info.NumPending == 0 {
 		t.Errorf("everything was pulled (%d held messages) despite max_in_flight_bytes", info.NumAckPending)
 	}
 	t.Logf("held %v bytes in %d messages; %d left in the stream", held, info.NumAckPending, info.NumPending)
 
 	releaseOnce.Do(func() { close(release) })
-	fake.WaitIDs(t, want, 20*time.Second)
-	fake.AssertExactlyOnce(t, want)
+	e.fake.WaitExactlyOnce(t, want, 20*time.Second)
 }
 
 // TestLagMetrics: pending messages and the oldest unacked age are exported while Statsig is down.
 func TestLagMetrics(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	fake.SetRespond(func(*forwardertest.Request, int) int { return http.StatusServiceUnavailable })
-	cfg := testConfig(t, natsURL, fake.URL())
-	cfg.Forwarder.BatchMaxBytes = 32 << 10
-	cfg.Forwarder.MaxInFlightBytes = 32 << 10 // a few messages held, the rest pending
-	for i := range 10 {
-		publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: ids(fmt.Sprintf("lag%d", i), 1), pad: 16 << 10})
-	}
+	e := newEnv(t)
+	e.fake.SetRespond(func(*forwardertest.Request, int) int { return http.StatusServiceUnavailable })
+	e.cfg.Forwarder.BatchMaxBytes = 32 << 10
+	e.cfg.Forwarder.MaxInFlightBytes = 32 << 10 // a few messages held, the rest pending
+	e.publishN(10, func(i int) testBatch {
+		b := batchOf(keyA, ids(fmt.Sprintf("lag%d", i), 1))
+		b.pad = 16 << 10
+		return b
+	})
 	published := time.Now()
-	app := startForwarder(t, cfg)
+	app := e.start()
 	reg := app.Registry()
 	eventually(t, 10*time.Second, "lag not exported", func() bool {
 		return metricValue(t, reg, "sigedge_forwarder_pending_messages", nil) > 0 &&
@@ -644,12 +514,8 @@ func TestLagMetrics(t *testing.T) {
 
 // TestReadiness: ready once bound; not ready while draining.
 func TestReadiness(t *testing.T) {
-	natsURL := startNATS(t)
-	js := connectJS(t, natsURL)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	cfg := testConfig(t, natsURL, fake.URL())
-	app := startForwarder(t, cfg)
+	e := newEnv(t)
+	app := e.start()
 	if ok, reasons := app.Ready(); !ok {
 		t.Fatalf("not ready: %v", reasons)
 	}
@@ -664,16 +530,17 @@ func TestReadiness(t *testing.T) {
 	// Deleting the consumer under a running forwarder: it notices and re-creates it.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := js.DeleteConsumer(ctx, cfg.NATS.Stream.Name, cfg.Forwarder.ConsumerName); err != nil {
+	stream, consumer := e.cfg.NATS.Stream.Name, e.cfg.Forwarder.ConsumerName
+	if err := e.js.DeleteConsumer(ctx, stream, consumer); err != nil {
 		t.Fatal(err)
 	}
 	want := ids("after-delete", 3)
 	eventually(t, 10*time.Second, "consumer not re-created", func() bool {
-		_, err := js.Consumer(ctx, cfg.NATS.Stream.Name, cfg.Forwarder.ConsumerName)
+		_, err := e.js.Consumer(ctx, stream, consumer)
 		return err == nil
 	})
-	publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: want})
-	fake.WaitIDs(t, want, 10*time.Second)
+	e.publish(batchOf(keyA, want))
+	e.fake.WaitIDs(t, want, 10*time.Second)
 	shutdownApp(t, app)
 	if ok, _ := app.Ready(); ok {
 		t.Error("ready after shutdown")

@@ -5,22 +5,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sigedge/sigedge/forwarder/forwardertest"
 	"github.com/sigedge/sigedge/internal/config"
-	"github.com/sigedge/sigedge/internal/natsutil"
-	"github.com/sigedge/sigedge/internal/wire"
-	"github.com/sigedge/sigedge/queue"
 )
 
 // testLogger logs to the test log when -v is given, else nowhere.
@@ -38,33 +35,46 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// startNATS starts an embedded JetStream server on 127.0.0.1 with its files in a temp dir.
-func startNATS(t testing.TB) string {
-	t.Helper()
-	cfg := config.Default().NATS
-	cfg.DataDir = t.TempDir()
-	cfg.Port = 0
-	srv, err := natsutil.StartEmbedded(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { natsutil.Shutdown(srv) })
-	return srv.ClientURL()
+// env is one test's surroundings: an embedded JetStream holding the event streams, a client of it,
+// a fake Statsig, and a forwarder configuration for both, to adjust before start.
+type env struct {
+	t    testing.TB
+	js   jetstream.JetStream
+	fake *forwardertest.Fake
+	cfg  config.Config
 }
 
-// connectJS opens a client connection for publishing and inspecting streams.
-func connectJS(t testing.TB, url string) jetstream.JetStream {
+func newEnv(t testing.TB) *env {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	url, js := forwardertest.StartJetStream(t)
+	return newEnvOn(t, url, js)
+}
+
+// newEnvOn is newEnv on a JetStream the test started itself, its streams already created.
+func newEnvOn(t testing.TB, natsURL string, js jetstream.JetStream) *env {
+	t.Helper()
+	fake := forwardertest.NewFake(t)
+	return &env{t: t, js: js, fake: fake, cfg: testConfig(t, natsURL, fake.URL())}
+}
+
+// start starts a forwarder with e.cfg (see startForwarder).
+func (e *env) start() *App {
+	e.t.Helper()
+	return startForwarder(e.t, e.cfg)
+}
+
+// outage makes the fake Statsig answer status to every request while the returned switch is on
+// (it starts on), and accept everything once it is off.
+func (e *env) outage(status int) *atomic.Bool {
+	var on atomic.Bool
+	on.Store(true)
+	e.fake.SetRespond(func(*forwardertest.Request, int) int {
+		if on.Load() {
+			return status
+		}
+		return http.StatusAccepted
+	})
+	return &on
 }
 
 // testConfig is a configuration with short timings for tests.
@@ -99,9 +109,26 @@ func testTuning() *tuning {
 // not already).
 func startForwarder(t testing.TB, cfg config.Config) *App {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return startApp(t, AppOptions{Config: cfg})
+}
+
+// startApp is startForwarder with options; the test's logger, version and tuning fill what o leaves
+// unset.
+func startApp(t testing.TB, o AppOptions) *App {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = testLogger(t)
+	}
+	if o.Version == "" {
+		o.Version = "test"
+	}
+	if o.tune == nil {
+		o.tune = testTuning()
+	}
+	// Generous: on a cluster the consumer waits for its peers to elect a leader.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	app, err := NewApp(ctx, AppOptions{Config: cfg, Logger: testLogger(t), Version: "test", tune: testTuning()})
+	app, err := NewApp(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,47 +180,34 @@ func (b testBatch) body() []byte {
 // sdkClockAhead is how far the test SDKs' clocks run ahead of the proxy's.
 const sdkClockAhead = 5 * time.Second
 
-func publishBatch(t testing.TB, js jetstream.JetStream, b testBatch) {
-	t.Helper()
-	publishRaw(t, js, b.key, b.endpoint, b.sdkType, b.sdkVersion, len(b.ids), b.body())
+// batchOf is a log_event batch of key holding the events ids, with go-sdk metadata.
+func batchOf(key string, ids []string) testBatch { return testBatch{key: key, meta: metaGo1, ids: ids} }
+
+// publish stores b in the event stream as a proxy would.
+func (e *env) publish(b testBatch) {
+	e.t.Helper()
+	e.publishRaw(forwardertest.Batch{Key: b.key, Endpoint: b.endpoint, SDKType: b.sdkType, SDKVersion: b.sdkVersion,
+		Count: len(b.ids), Body: b.body()})
 }
 
-func publishRaw(t testing.TB, js jetstream.JetStream, key, endpoint, sdkType, sdkVersion string, count int, body []byte) {
-	t.Helper()
-	msg := nats.NewMsg(wire.EventSubject(config.Default().NATS.Stream.SubjectPrefix, key))
-	msg.Header.Set(wire.MsgSDKKey, key)
-	if endpoint == "" {
-		endpoint = endpointLogEvent
+// publishN publishes batch(0) to batch(n-1), in order, and returns all their event ids.
+func (e *env) publishN(n int, batch func(i int) testBatch) []string {
+	e.t.Helper()
+	var all []string
+	for i := range n {
+		b := batch(i)
+		all = append(all, b.ids...)
+		e.publish(b)
 	}
-	msg.Header.Set(wire.MsgEndpoint, endpoint)
-	msg.Header.Set(wire.MsgSDKType, sdkType)
-	msg.Header.Set(wire.MsgSDKVersion, sdkVersion)
-	msg.Header.Set(wire.MsgEventCount, strconv.Itoa(count))
-	now := time.Now()
-	msg.Header.Set(wire.MsgReceivedAt, strconv.FormatInt(now.UnixMilli(), 10))
-	msg.Header.Set(wire.MsgClientTime, strconv.FormatInt(now.Add(sdkClockAhead).UnixMilli(), 10))
-	msg.Header.Set(wire.MsgSource, "sdk")
-	msg.Data = body
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := js.PublishMsg(ctx, msg); err != nil {
-		t.Fatal(err)
-	}
+	return all
 }
 
-// ensureStreams creates the streams before anything is published (the proxy does in production).
-func ensureStreams(t testing.TB, js jetstream.JetStream) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := queue.EnsureStreams(ctx, js, config.Default().NATS.Stream); err != nil {
-		t.Fatal(err)
-	}
+// publishRaw stores a message as given, its SDK's clock sdkClockAhead ahead.
+func (e *env) publishRaw(b forwardertest.Batch) {
+	e.t.Helper()
+	b.ClientTime = time.Now().Add(sdkClockAhead)
+	forwardertest.Publish(e.t, e.js, b)
 }
-
-// ---- fake Statsig ----
-
-func newFakeStatsig(t testing.TB) *forwardertest.Fake { return forwardertest.NewFake(t) }
 
 // ---- metrics and waiting ----
 
@@ -238,6 +252,19 @@ func hasLabel(m *dto.Metric, k, v string) bool {
 	return false
 }
 
+// waitMetric waits until the metric's value (see metricValue) is want, failing the test after
+// timeout.
+func waitMetric(t testing.TB, reg prometheus.Gatherer, timeout time.Duration, name string, labels map[string]string, want float64) {
+	t.Helper()
+	series := name
+	if len(labels) > 0 {
+		series += fmt.Sprint(labels)
+	}
+	eventually(t, timeout, fmt.Sprintf("%s is not %v", series, want), func() bool {
+		return metricValue(t, reg, name, labels) == want
+	})
+}
+
 // eventually polls cond every 5 ms until it holds, failing the test after timeout. It is for
 // states that have no event to wait on (gauges, consumer info).
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
@@ -251,27 +278,28 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 	}
 }
 
-func consumerInfo(t testing.TB, js jetstream.JetStream, name string) *jetstream.ConsumerInfo {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := js.Consumer(ctx, config.Default().NATS.Stream.Name, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info
+// consumer returns the state of the forwarders' durable consumer.
+func (e *env) consumer() *jetstream.ConsumerInfo {
+	e.t.Helper()
+	return forwardertest.ConsumerInfo(e.t, e.js, e.cfg.Forwarder.ConsumerName)
+}
+
+// waitAllAcked waits until the consumer has nothing left to deliver and nothing unacked.
+func (e *env) waitAllAcked() {
+	e.t.Helper()
+	eventually(e.t, 5*time.Second, "the consumer has messages not yet delivered or not acked", func() bool {
+		info := e.consumer()
+		return info.NumAckPending == 0 && info.NumPending == 0
+	})
 }
 
 // deadLetters reads every message of the dead-letter stream.
-func deadLetters(t testing.TB, js jetstream.JetStream) []*jetstream.RawStreamMsg {
+func (e *env) deadLetters() []*jetstream.RawStreamMsg {
+	t := e.t
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, config.Default().NATS.Stream.DeadLetterName)
+	s, err := e.js.Stream(ctx, config.Default().NATS.Stream.DeadLetterName)
 	if err != nil {
 		t.Fatal(err)
 	}

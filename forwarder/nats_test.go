@@ -1,7 +1,6 @@
 package forwarder
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -10,13 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/sigedge/sigedge/forwarder/forwardertest"
 	"github.com/sigedge/sigedge/internal/config"
 	"github.com/sigedge/sigedge/internal/natstest"
 	"github.com/sigedge/sigedge/internal/natsutil"
-	"github.com/sigedge/sigedge/queue"
 )
 
 // TestDrainsAReplicatedStreamWithoutStalling: on a 3-node cluster with stream replicas 3, a backlog
@@ -24,54 +20,33 @@ import (
 // replicated consumer until ack_wait: the server's "batch completed" status overtook them.)
 func TestDrainsAReplicatedStreamWithoutStalling(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
-	nc, err := nats.Connect(strings.Join(c.URLs(), ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := c.JetStream(t)
 	stream := config.Default().NATS.Stream
 	stream.Replicas = 3
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if _, err := queue.EnsureStreams(ctx, js, stream); err != nil {
-		t.Fatal(err)
-	}
-	fake := newFakeStatsig(t)
-	cfg := testConfig(t, c.URLs()[0], fake.URL())
-	cfg.NATS.URLs = c.URLs()
-	cfg.NATS.Stream = stream
-	cfg.Forwarder.AckWait = time.Minute // a stalled message would take this long to come again
-	cfg.Forwarder.BatchMaxEvents = 100
-	if err := cfg.Validate(); err != nil {
+	forwardertest.EnsureStreams(t, js, stream)
+	e := newEnvOn(t, c.URLs()[0], js)
+	e.cfg.NATS.URLs = c.URLs()
+	e.cfg.NATS.Stream = stream
+	e.cfg.Forwarder.AckWait = time.Minute // a stalled message would take this long to come again
+	e.cfg.Forwarder.BatchMaxEvents = 100
+	if err := e.cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 
-	var want []string
-	for i := range 300 {
-		b := ids(fmt.Sprintf("r3-%d", i), 2)
-		want = append(want, b...)
-		publishBatch(t, js, testBatch{key: []string{keyA, keyB}[i%2], meta: metaGo1, ids: b, pad: 200})
-	}
+	want := e.publishN(300, func(i int) testBatch {
+		b := batchOf([]string{keyA, keyB}[i%2], ids(fmt.Sprintf("r3-%d", i), 2))
+		b.pad = 200
+		return b
+	})
 	tune := testTuning()
 	tune.fetchCount = 20 // the backlog is 15 pulls long
 	for i := range 2 {
-		app, err := NewApp(ctx, AppOptions{Config: cfg, Logger: testLogger(t).With("forwarder", i), Version: "test", tune: tune})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := app.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { shutdownApp(t, app) })
+		startApp(t, AppOptions{Config: e.cfg, Logger: testLogger(t).With("forwarder", i), tune: tune})
 	}
 	start := time.Now()
-	fake.WaitIDs(t, want, 20*time.Second)
+	e.fake.WaitIDs(t, want, 20*time.Second)
 	t.Logf("%d events in 300 messages drained by two forwarders in %s", len(want), time.Since(start).Round(time.Millisecond))
-	fake.AssertExactlyOnce(t, want)
+	e.fake.AssertExactlyOnce(t, want)
 }
 
 // TestReadinessWhileNATSIsDown: when its NATS server goes away the forwarder says so on /readyz
@@ -90,13 +65,11 @@ func TestReadinessWhileNATSIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { natsutil.Shutdown(srv) })
-	url := srv.ClientURL()
-	js := connectJS(t, url)
-	ensureStreams(t, js)
-	fake := newFakeStatsig(t)
-	cfg := testConfig(t, url, fake.URL())
-	cfg.NATS.ReconnectWait = 20 * time.Millisecond
-	app := startForwarder(t, cfg)
+	js := natstest.Connect(t, srv.ClientURL())
+	forwardertest.EnsureStreams(t, js, ncfg.Stream)
+	e := newEnvOn(t, srv.ClientURL(), js)
+	e.cfg.NATS.ReconnectWait = 20 * time.Millisecond
+	app := e.start()
 
 	readyz := func() (int, string) {
 		res, err := http.Get("http://" + app.AdminAddr().String() + "/readyz")
@@ -111,8 +84,8 @@ func TestReadinessWhileNATSIsDown(t *testing.T) {
 		t.Fatalf("/readyz with NATS up: %d %s", st, body)
 	}
 	before := ids("before", 3)
-	publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: before})
-	fake.WaitIDs(t, before, 10*time.Second)
+	e.publish(batchOf(keyA, before))
+	e.fake.WaitIDs(t, before, 10*time.Second)
 
 	natsutil.Shutdown(srv)
 	// Pulls may fail (server shutdown) before the client notices the closed connection: wait for that.
@@ -131,7 +104,7 @@ func TestReadinessWhileNATSIsDown(t *testing.T) {
 	t.Cleanup(func() { natsutil.Shutdown(srv) })
 	eventually(t, 10*time.Second, "not ready after NATS came back", func() bool { ok, _ := app.Ready(); return ok })
 	after := ids("after", 3)
-	publishBatch(t, js, testBatch{key: keyA, meta: metaGo1, ids: after}) // js reconnected too
-	fake.WaitIDs(t, after, 10*time.Second)
-	fake.AssertExactlyOnce(t, append(before, after...))
+	e.publish(batchOf(keyA, after)) // js reconnected too
+	e.fake.WaitIDs(t, after, 10*time.Second)
+	e.fake.AssertExactlyOnce(t, append(before, after...))
 }

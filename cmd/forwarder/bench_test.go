@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -12,11 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/sigedge/sigedge/forwarder/forwardertest"
-	"github.com/sigedge/sigedge/internal/config"
-	"github.com/sigedge/sigedge/internal/wire"
 )
 
 // TestBacklogDrain measures how fast a forwarder drains a backlog of SIGEDGE_BENCH_EVENTS (default
@@ -28,10 +23,8 @@ import (
 // SIGEDGE_BENCH_REPLAY_RATE sets forwarder.replay_rate (default 0: unlimited; the production default
 // of 20 batches/s caps a drain at 20,000 events/s by design).
 func TestBacklogDrain(t *testing.T) {
-	if os.Getenv("SIGEDGE_BENCH") == "" {
-		t.Skip("set SIGEDGE_BENCH=1 to run the backlog benchmark")
-	}
-	total := envInt(t, "SIGEDGE_BENCH_EVENTS", 1_000_000)
+	forwardertest.SkipUnlessBench(t, "run the backlog benchmark")
+	total := forwardertest.EnvInt(t, "SIGEDGE_BENCH_EVENTS", 1_000_000)
 	replayRate := os.Getenv("SIGEDGE_BENCH_REPLAY_RATE")
 	if replayRate == "" {
 		replayRate = "0"
@@ -40,7 +33,7 @@ func TestBacklogDrain(t *testing.T) {
 	const keys = 4
 	messages := total / perMessage
 
-	natsURL, js := startNATS(t)
+	natsURL, js := forwardertest.StartJetStream(t)
 	fake := forwardertest.NewLightFake(t)
 
 	// Build the backlog: realistic exposure events (~420 bytes each), one SDK batch per message.
@@ -54,7 +47,7 @@ func TestBacklogDrain(t *testing.T) {
 		for i := range ids {
 			ids[i] = fmt.Sprintf("b%d-%d", m, i)
 		}
-		msg := benchMessage(wire.EventSubject(config.Default().NATS.Stream.SubjectPrefix, benchKey(m%keys)), benchKey(m%keys), ids)
+		msg := exposureBatch(benchKey(m%keys), ids).Msg()
 		bodyBytes += int64(len(msg.Data))
 		if _, err := js.PublishMsgAsync(msg); err != nil {
 			t.Fatal(err)
@@ -79,7 +72,7 @@ func TestBacklogDrain(t *testing.T) {
 	cfgPath := writeConfig(t, natsURL, fake.URL(), fmt.Sprintf(`  flush_interval: 2s
   replay_rate: %s
   ack_wait: 2m`, replayRate))
-	c := startChild(t, "forwarder", cfgPath)
+	c := forwardertest.StartProcess(t, "forwarder", cfgPath)
 	start = time.Now()
 	var peak int64
 	stopSampling := make(chan struct{})
@@ -89,7 +82,7 @@ func TestBacklogDrain(t *testing.T) {
 		tk := time.NewTicker(100 * time.Millisecond)
 		defer tk.Stop()
 		for {
-			if hwm := vmHWM(c.cmd.Process.Pid); hwm > peak {
+			if hwm := vmHWM(c.Cmd.Process.Pid); hwm > peak {
 				peak = hwm
 			}
 			select {
@@ -103,13 +96,13 @@ func TestBacklogDrain(t *testing.T) {
 	elapsed := time.Since(start)
 	close(stopSampling)
 	<-sampled
-	if hwm := vmHWM(c.cmd.Process.Pid); hwm > peak {
+	if hwm := vmHWM(c.Cmd.Process.Pid); hwm > peak {
 		peak = hwm
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	code := c.wait(t, time.Minute)
+	_ = c.Cmd.Process.Signal(syscall.SIGTERM)
+	code := c.Wait(t, time.Minute)
 	_, got := fake.Counts()
-	cpu := c.cmd.ProcessState.UserTime() + c.cmd.ProcessState.SystemTime()
+	cpu := c.Cmd.ProcessState.UserTime() + c.Cmd.ProcessState.SystemTime()
 	t.Logf("drained %d events (%d accepted, duplicates %d) in %s: %.0f events/s, %.1f MB/s of events; forwarder peak RSS (VmHWM) %.1f MiB, CPU %s; replay_rate=%s, exit %d",
 		messages*perMessage, got, got-messages*perMessage, elapsed.Round(time.Millisecond),
 		float64(messages*perMessage)/elapsed.Seconds(), float64(bodyBytes)/1e6/elapsed.Seconds(),
@@ -120,29 +113,6 @@ func TestBacklogDrain(t *testing.T) {
 }
 
 func benchKey(i int) string { return fmt.Sprintf("secret-bench%037d", i) }
-
-func benchMessage(subject, key string, ids []string) *nats.Msg {
-	var body bytes.Buffer
-	body.Grow(len(ids) * 450)
-	body.WriteString(`{"events":[`)
-	for i, id := range ids {
-		if i > 0 {
-			body.WriteByte(',')
-		}
-		fmt.Fprintf(&body, `{"eventName":"statsig::gate_exposure","user":{"userID":"user-%d","email":"user%d@example.com","customIDs":{"companyID":"c%d"}},"value":"","metadata":{"gate":"a_gate","gateValue":"true","ruleID":"2RamGujUou6h2bVNQWhtNZ","configSyncTime":"1631638014811","initTime":"1631638014811","reason":"Network","serverTime":"1795570870952","id":%q},"secondaryExposures":[],"time":1795570870952,"statsigMetadata":null}`, i, i, i%50, id)
-	}
-	body.WriteString(`],"statsigMetadata":{"sdkType":"go-sdk","sdkVersion":"1.35.1","languageVersion":"go1.26","sessionID":"0f1e2d3c"}}`)
-	msg := nats.NewMsg(subject)
-	msg.Header.Set(wire.MsgSDKKey, key)
-	msg.Header.Set(wire.MsgEndpoint, wire.EndpointLogEvent)
-	msg.Header.Set(wire.MsgSource, wire.SourceSDK)
-	msg.Header.Set(wire.MsgSDKType, "go-sdk")
-	msg.Header.Set(wire.MsgSDKVersion, "1.35.1")
-	msg.Header.Set(wire.MsgEventCount, strconv.Itoa(len(ids)))
-	msg.Header.Set(wire.MsgReceivedAt, strconv.FormatInt(time.Now().UnixMilli(), 10))
-	msg.Data = body.Bytes()
-	return msg
-}
 
 // vmHWM reads a process's peak resident set size in bytes (0 when it cannot be read).
 func vmHWM(pid int) int64 {
@@ -162,16 +132,4 @@ func vmHWM(pid int) int64 {
 		}
 	}
 	return 0
-}
-
-func envInt(t testing.TB, name string, def int) int {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		t.Fatalf("%s=%q is not a positive integer", name, v)
-	}
-	return n
 }

@@ -48,55 +48,21 @@ func TestEndToEndGoSDK(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &forwardertest.LockedBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("proxy and forwarder logs:\n%s", logs.String())
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	px, err := proxy.NewApp(ctx, proxy.AppOptions{Config: cfg, Logger: logger.With("app", "proxy"), Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := px.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer scancel()
-		_ = px.Shutdown(sctx)
-	})
-	fw, err := forwarder.NewApp(ctx, forwarder.AppOptions{Config: cfg, Logger: logger.With("app", "forwarder"),
+	px, _ := startProxy(t, proxy.AppOptions{Config: cfg, Logger: logger.With("app", "proxy"), Version: "test"})
+	startForwarder(t, forwarder.AppOptions{Config: cfg, Logger: logger.With("app", "forwarder"),
 		Version: "test", NATSURLs: []string{px.NATSURL()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := fw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		_ = fw.Shutdown(sctx)
-	})
 
 	const sdkKey = "secret-e2e0000000000000000000000000000000000000"
-	opts := &statsig.Options{
-		API:                  "http://" + px.Addr().String() + "/v1",
-		LoggingInterval:      100 * time.Millisecond,
-		LoggingMaxBufferSize: 30, // several log_event calls, merged again by the forwarder
-		ConfigSyncInterval:   time.Hour,
-		IDListSyncInterval:   time.Hour,
-		InitTimeout:          5 * time.Second,
-		IPCountryOptions:     statsig.IPCountryOptions{Disabled: true},
-		UAParserOptions:      statsig.UAParserOptions{Disabled: true},
-		OutputLoggerOptions:  statsig.OutputLoggerOptions{LogCallback: func(string, error) {}},
-		StatsigLoggerOptions: statsig.StatsigLoggerOptions{DisableInitDiagnostics: true, DisableSyncDiagnostics: true, DisableApiDiagnostics: true},
-	}
+	opts := goSDKOptions("http://" + px.Addr().String() + "/v1")
+	opts.LoggingMaxBufferSize = 30 // several log_event calls, merged again by the forwarder
+	opts.ConfigSyncInterval = time.Hour
 	client := statsig.NewClientWithOptions(sdkKey, opts)
 	const n = 200
 	want := make([]string, n)
@@ -136,20 +102,60 @@ func TestEndToEndGoSDK(t *testing.T) {
 	t.Logf("%d events in %d requests to Statsig", n, len(fake.Accepted()))
 }
 
-// lockedBuffer collects the apps' logs, printed when the test fails.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
+// startProxy starts a proxy in-process (see startApp).
+func startProxy(t *testing.T, o proxy.AppOptions) (*proxy.App, func() error) {
+	t.Helper()
+	return startApp(t, func(ctx context.Context) (*proxy.App, error) { return proxy.NewApp(ctx, o) })
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
+// startForwarder starts a forwarder in-process, shut down at the end of the test.
+func startForwarder(t *testing.T, o forwarder.AppOptions) *forwarder.App {
+	t.Helper()
+	fw, _ := startApp(t, func(ctx context.Context) (*forwarder.App, error) { return forwarder.NewApp(ctx, o) })
+	return fw
 }
 
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+// startApp makes an app with newApp and starts it. It returns the app and a function that shuts it
+// down: the first call does, and returns the shutdown's error. The end of the test shuts it down if
+// nothing did.
+func startApp[A interface {
+	Start() error
+	Shutdown(context.Context) error
+}](t *testing.T, newApp func(context.Context) (A, error)) (A, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	a, err := newApp(ctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop := func() (err error) {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err = a.Shutdown(ctx)
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return a, stop
+}
+
+// goSDKOptions are options for an official go-sdk talking to api: it flushes events every 100 ms,
+// loads no ID lists in the background, skips the user-agent and country lookups, and logs nothing.
+func goSDKOptions(api string) *statsig.Options {
+	return &statsig.Options{
+		API:                  api,
+		LoggingInterval:      100 * time.Millisecond,
+		IDListSyncInterval:   time.Hour,
+		InitTimeout:          5 * time.Second,
+		IPCountryOptions:     statsig.IPCountryOptions{Disabled: true},
+		UAParserOptions:      statsig.UAParserOptions{Disabled: true},
+		OutputLoggerOptions:  statsig.OutputLoggerOptions{LogCallback: func(string, error) {}},
+		StatsigLoggerOptions: statsig.StatsigLoggerOptions{DisableInitDiagnostics: true, DisableSyncDiagnostics: true, DisableApiDiagnostics: true},
+	}
 }

@@ -11,13 +11,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -190,96 +186,10 @@ func eventIDs(encoding string, body []byte) []string {
 	return out
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// forwarderBinary builds cmd/forwarder once per test run (into a directory removed by TestMain).
-func forwarderBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sigedge-e2e-forwarder-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildDirs = append(buildDirs, dir)
-		binPath = filepath.Join(dir, "forwarder")
-		out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", binPath, "github.com/sigedge/sigedge/cmd/forwarder").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-var buildDirs []string
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	for _, d := range buildDirs {
-		_ = os.RemoveAll(d)
-	}
+	forwardertest.RemoveBinary()
 	os.Exit(code)
-}
-
-// forwarderProc is a forwarder child process.
-type forwarderProc struct {
-	cmd  *exec.Cmd
-	out  *lockedBuffer
-	done chan struct{}
-}
-
-func startForwarderProc(t *testing.T, name, yaml string) *forwarderProc {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := config.Load(path, nil); err != nil {
-		t.Fatalf("%s config: %v\n%s", name, err, yaml)
-	}
-	p := &forwarderProc{out: &lockedBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(forwarderBinary(t), "-config", path)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, config.EnvPrefix) { // the file is the whole configuration
-			p.cmd.Env = append(p.cmd.Env, kv)
-		}
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, p.out.String())
-		}
-	})
-	return p
-}
-
-func (p *forwarderProc) kill(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the killed forwarder did not exit")
-	}
 }
 
 // TestRegionLosesNothing runs a region as deployed: a 3-node JetStream cluster, two proxies (stream
@@ -297,7 +207,7 @@ func TestRegionLosesNothing(t *testing.T) {
 	for _, k := range keys {
 		rules.SetSpec(k, configcachetest.Spec{Time: 1000, Gates: []configcachetest.Gate{{Name: "g", Pass: true}}})
 	}
-	logs := &lockedBuffer{}
+	logs := &forwardertest.LockedBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("proxy logs:\n%s", logs.String())
@@ -322,24 +232,11 @@ func TestRegionLosesNothing(t *testing.T) {
 	var proxies []*proxy.App
 	var stops []func()
 	for i := range 2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		px, err := proxy.NewApp(ctx, proxy.AppOptions{Config: cfg, Logger: newLogger(logs, fmt.Sprintf("proxy%d", i+1)), Version: "test"})
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := px.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var once sync.Once
+		px, shutdown := startProxy(t, proxy.AppOptions{Config: cfg, Logger: newLogger(logs, fmt.Sprintf("proxy%d", i+1)), Version: "test"})
 		stop := func() {
-			once.Do(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				if err := px.Shutdown(ctx); err != nil {
-					t.Errorf("proxy shutdown: %v", err)
-				}
-			})
+			if err := shutdown(); err != nil {
+				t.Errorf("proxy shutdown: %v", err)
+			}
 		}
 		t.Cleanup(stop)
 		proxies, stops = append(proxies, px), append(stops, stop)
@@ -388,8 +285,8 @@ rulesets:
 		}
 		return http.StatusAccepted
 	})
-	startForwarderProc(t, "forwarder f1", fwdYAML("f1"))
-	f2 := startForwarderProc(t, "forwarder f2", fwdYAML("f2"))
+	forwardertest.StartProcess(t, "forwarder f1", forwardertest.WriteConfig(t, fwdYAML("f1")))
+	f2 := forwardertest.StartProcess(t, "forwarder f2", forwardertest.WriteConfig(t, fwdYAML("f2")))
 
 	// Four SDK instances, two per key, pointed at the proxies alternately.
 	ctx, stopDrivers := context.WithCancel(context.Background())
@@ -398,18 +295,10 @@ rulesets:
 	var drivers sync.WaitGroup
 	var clients []*statsig.Client
 	for i := range 4 {
-		client, details := statsig.NewClientWithDetails(keys[i/2], &statsig.Options{
-			API:                  fronts[i%2].srv.URL + "/v1",
-			LoggingInterval:      100 * time.Millisecond,
-			LoggingMaxBufferSize: 100,
-			ConfigSyncInterval:   time.Second,
-			IDListSyncInterval:   time.Hour,
-			InitTimeout:          5 * time.Second,
-			IPCountryOptions:     statsig.IPCountryOptions{Disabled: true},
-			UAParserOptions:      statsig.UAParserOptions{Disabled: true},
-			OutputLoggerOptions:  statsig.OutputLoggerOptions{LogCallback: func(string, error) {}},
-			StatsigLoggerOptions: statsig.StatsigLoggerOptions{DisableInitDiagnostics: true, DisableSyncDiagnostics: true, DisableApiDiagnostics: true},
-		})
+		opts := goSDKOptions(fronts[i%2].srv.URL + "/v1")
+		opts.LoggingMaxBufferSize = 100
+		opts.ConfigSyncInterval = time.Second
+		client, details := statsig.NewClientWithDetails(keys[i/2], opts)
 		if !details.Success {
 			t.Fatalf("go-sdk %d did not initialize through the proxy: %v", i, details.Error)
 		}
@@ -479,7 +368,7 @@ rulesets:
 		t.Fatal("forwarder f2 sent nothing to Statsig")
 	}
 	killed := time.Now()
-	f2.kill(t)
+	f2.Kill(t)
 	releaseOnce.Do(func() { close(release) })
 	led.waitMore(t, 300, 20*time.Second, "after the forwarder was killed")
 

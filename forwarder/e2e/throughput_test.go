@@ -3,13 +3,9 @@ package e2e_test
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,11 +28,9 @@ import (
 //
 //	SIGEDGE_BENCH=1 go test -run TestRegionThroughput -v -timeout 30m ./forwarder/e2e/
 func TestRegionThroughput(t *testing.T) {
-	if os.Getenv("SIGEDGE_BENCH") == "" {
-		t.Skip("set SIGEDGE_BENCH=1 to measure a region's throughput")
-	}
-	total := envInt(t, "SIGEDGE_BENCH_EVENTS", 200_000)
-	conc := envInt(t, "SIGEDGE_BENCH_CONCURRENCY", 32)
+	forwardertest.SkipUnlessBench(t, "measure a region's throughput")
+	total := forwardertest.EnvInt(t, "SIGEDGE_BENCH_EVENTS", 200_000)
+	conc := forwardertest.EnvInt(t, "SIGEDGE_BENCH_CONCURRENCY", 32)
 	const perBatch = 100
 	batches := total / perBatch
 	bodies := benchBodies(t, 2*batches, perBatch) // distinct bodies: JetStream would de-duplicate repeats
@@ -99,20 +93,7 @@ func startBenchRegion(t *testing.T, replicas int) *benchRegion {
 	}
 	r := &benchRegion{cfg: cfg, urls: cluster.URLs(), fake: fake}
 	for i := range 2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		px, err := proxy.NewApp(ctx, proxy.AppOptions{Config: cfg, Logger: newLogger(io.Discard, fmt.Sprint("proxy", i)), Version: "bench"})
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := px.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			_ = px.Shutdown(ctx)
-		})
+		px, _ := startProxy(t, proxy.AppOptions{Config: cfg, Logger: newLogger(io.Discard, fmt.Sprint("proxy", i)), Version: "bench"})
 		r.proxies = append(r.proxies, "http://"+px.Addr().String())
 	}
 	return r
@@ -121,20 +102,7 @@ func startBenchRegion(t *testing.T, replicas int) *benchRegion {
 func (r *benchRegion) startForwarders(t *testing.T) {
 	t.Helper()
 	for i := range 2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		fw, err := forwarder.NewApp(ctx, forwarder.AppOptions{Config: r.cfg, Logger: newLogger(io.Discard, fmt.Sprint("forwarder", i)), Version: "bench"})
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := fw.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			_ = fw.Shutdown(ctx)
-		})
+		startForwarder(t, forwarder.AppOptions{Config: r.cfg, Logger: newLogger(io.Discard, fmt.Sprint("forwarder", i)), Version: "bench"})
 	}
 }
 
@@ -220,16 +188,4 @@ func processCPU(t *testing.T) time.Duration {
 		t.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func envInt(t *testing.T, name string, def int) int {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || n <= 0 {
-		t.Fatalf("%s=%q is not a positive integer", name, v)
-	}
-	return n
 }

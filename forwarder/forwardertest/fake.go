@@ -1,10 +1,3 @@
-// Package forwardertest is a fake of Statsig's event API for tests of the forwarder: an HTTP server
-// on 127.0.0.1 that records every event it accepts, so a test can check that each event arrived
-// exactly once. Events are identified by their metadata.id (set by the test).
-//
-// The interface is small: NewFake starts it (closed at the end of the test); SetRespond decides
-// each request's status (and may block, to hold a request); WaitIDs waits for events; Counts and
-// Accepted read what arrived; AssertExactlyOnce checks it.
 package forwardertest
 
 import (
@@ -41,7 +34,11 @@ type Request struct {
 	At              time.Time
 }
 
-// Fake is the fake Statsig. It is safe for concurrent use.
+// Fake is the fake Statsig: an HTTP server on 127.0.0.1 that records every event it accepts, so a
+// test can check that each event arrived exactly once. Events are identified by their metadata.id
+// (set by the test). NewFake starts it (closed at the end of the test); SetRespond decides each
+// request's status (and may block, to hold a request); WaitIDs waits for events; Counts and Accepted
+// read what arrived; AssertExactlyOnce checks it. It is safe for concurrent use.
 type Fake struct {
 	srv *httptest.Server
 	// light skips JSON decoding (benchmarks): only the STATSIG-EVENT-COUNT header is counted.
@@ -251,6 +248,14 @@ func (f *Fake) Accepted() []Request {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]Request(nil), f.accepted...)
+}
+
+// WaitExactlyOnce waits until every id in want was accepted (WaitIDs), then checks that each was
+// accepted exactly once and nothing else was (AssertExactlyOnce).
+func (f *Fake) WaitExactlyOnce(t testing.TB, want []string, timeout time.Duration) {
+	t.Helper()
+	f.WaitIDs(t, want, timeout)
+	f.AssertExactlyOnce(t, want)
 }
 
 // AssertExactlyOnce checks that every id in want was accepted exactly once and nothing else was.

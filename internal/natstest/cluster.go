@@ -147,7 +147,7 @@ func (c *Cluster) WaitReady(timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		nc, err := nats.Connect(joinURLs(c.URLs()), nats.Timeout(time.Second))
+		nc, err := nats.Connect(c.URL(), nats.Timeout(time.Second))
 		if err == nil {
 			js, _ := jetstream.New(nc)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -162,17 +162,6 @@ func (c *Cluster) WaitReady(timeout time.Duration) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	c.t.Fatalf("natstest: JetStream not ready within %s: %v", timeout, last)
-}
-
-func joinURLs(urls []string) string {
-	s := ""
-	for i, u := range urls {
-		if i > 0 {
-			s += ","
-		}
-		s += u
-	}
-	return s
 }
 
 // freePorts reserves n distinct loopback ports. They are released before the servers bind them;
