@@ -30,7 +30,9 @@
 //     the LRU, so random keys cannot push real ones out.
 //   - With rulesets.share.enabled, proxies of a region share entries in a JetStream KV bucket: for
 //     each (key, format) one proxy holds a lease and polls Statsig, the others follow the bucket.
-//     KV names use wire.KeyHash; the secret key itself is never stored.
+//     ID lists are shared the same way (a lease per key, a manifest in the KV, the bytes in a
+//     JetStream object store), so a restarted proxy serves them from the region while Statsig is
+//     down. KV and object names use wire.KeyHash; the secret key itself is never stored.
 //   - Offline keys (rulesets.offline) are served from files, in both formats, reloaded when the
 //     file changes, and never polled upstream.
 //
@@ -460,9 +462,8 @@ type slot struct {
 	entry    atomic.Pointer[Entry]
 	synced   atomic.Int64 // unix nanoseconds of the last confirmation that entry is current
 	mu       sync.Mutex   // serialises installs (poller and KV watcher)
-	leaseRev atomic.Uint64
+	lease    leaseHold
 	failures int // consecutive failed polls; poll goroutine only
-	kvErrors int // consecutive lease errors; poll goroutine only
 }
 
 func (c *Cache) newKeyState(key string) *keyState {

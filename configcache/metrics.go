@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) *metrics {
 		}, []string{"format", "source", "result"}),
 		share: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_ruleset_share_events_total",
-			Help: "Region sharing through JetStream KV: lease_acquired, lease_lost, lease_error, published, publish_skipped, publish_failed, too_large, kv_hit, kv_miss.",
+			Help: "Region sharing through JetStream: lease_acquired, lease_lost, lease_error (rule-set and ID-list leases), published, publish_skipped, publish_failed, too_large, kv_hit, kv_miss (rule sets), idlists_published, idlists_publish_failed, idlists_too_large (ID lists).",
 		}, []string{"event"}),
 		offlineReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_ruleset_offline_loads_total",
@@ -47,8 +47,8 @@ func newMetrics(reg prometheus.Registerer, c *Cache) *metrics {
 		}, []string{"result"}),
 		idListSyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_idlist_syncs_total",
-			Help: "ID-list synchronisations with Statsig by result (ok, failed).",
-		}, []string{"result"}),
+			Help: "ID-list synchronisations by source and result: upstream (Statsig: ok, failed) and region (the region's store: updated, unchanged, stale, rejected = unusable copy kept out, failed = store unreachable).",
+		}, []string{"source", "result"}),
 	}
 	for _, f := range formats {
 		m.hits[f] = m.lookups.WithLabelValues(f.String(), "hit")

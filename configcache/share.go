@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,6 +30,9 @@ import (
 //	rs.<h>.<f>     the rule set: valueMagic, time (int64 BE), checksum length (uint16 BE), checksum,
 //	               then the payload gzip-compressed (a 430 kB rule set is ~40 kB on the wire).
 //	lease.<h>.<f>  "<instance id> <last sync, unix ms>": who polls Statsig for (h, f).
+//	lease.<h>.ids  the same for h's ID lists.
+//	ids.<h>        the region's manifest of h's ID lists, whose bytes are in the object store
+//	               <bucket>_idlists (see idshare.go).
 //
 // A proxy takes a free lease with Create (fails if the key exists), renews its own with Update at
 // the revision it last wrote, and takes over an expired one (last written more than lease_ttl ago)
@@ -55,6 +59,12 @@ type share struct {
 	maxValue int
 	watcher  jetstream.KeyWatcher
 	done     chan struct{}
+
+	// ID lists (idshare.go); obs is nil when the object store could not be opened: then every
+	// proxy fetches ID lists from Statsig itself, as without sharing.
+	obs       jetstream.ObjectStore
+	objTTL    time.Duration // the object store's max age; 0: objects never expire
+	idWatcher jetstream.KeyWatcher
 }
 
 func openShare(ctx context.Context, c *Cache, js jetstream.JetStream, cfg config.Share, stream config.Stream, maxValue int) (*share, error) {
@@ -99,14 +109,20 @@ func openShare(ctx context.Context, c *Cache, js jetstream.JetStream, cfg config
 	c.wg.Add(1)
 	go s.watch()
 	c.logger.Info("sharing rule sets through JetStream KV", "bucket", cfg.Bucket, "instance", s.id, "lease_ttl", s.ttl)
+	if err := s.openIDLists(ctx, js, cfg, stream, placement); err != nil {
+		// Rule sets are still shared; ID lists are fetched by every proxy, as without sharing.
+		c.logger.Error("cannot share ID lists through JetStream; each proxy fetches them from Statsig", "err", err)
+	}
 	return s, nil
 }
 
 // down reports whether the NATS connection is known to be down (disconnected or reconnecting).
 func (s *share) down() bool { return s.nc != nil && !s.nc.IsConnected() }
 
-func dataKey(hash string, f Format) string  { return "rs." + hash + "." + f.String() }
-func leaseKey(hash string, f Format) string { return "lease." + hash + "." + f.String() }
+func dataKey(hash string, f Format) string { return "rs." + hash + "." + f.String() }
+
+// leaseKey names the lease of one poller: a format (v1, v2) or idListLease.
+func leaseKey(hash, name string) string { return "lease." + hash + "." + name }
 
 func parseDataKey(k string) (hash string, f Format, ok bool) {
 	parts := strings.Split(k, ".")
@@ -125,8 +141,17 @@ func parseDataKey(k string) (hash string, f Format, ok bool) {
 }
 
 func (s *share) stopWatch() {
+	if s.down() {
+		// Unsubscribing waits for JetStream's answer until its time-out (5 s per watcher) while the
+		// connection is down; the watchers end with the cache's context, their subscriptions with the
+		// connection.
+		return
+	}
 	if s.watcher != nil {
 		_ = s.watcher.Stop()
+	}
+	if s.idWatcher != nil {
+		_ = s.idWatcher.Stop()
 	}
 }
 
@@ -265,32 +290,47 @@ func (s *share) publish(ctx context.Context, hash string, f Format, e *Entry) {
 	s.c.m.share.WithLabelValues("published").Inc()
 }
 
+// leaseHold is this proxy's hold on one poll lease.
+type leaseHold struct {
+	rev      atomic.Uint64 // revision this proxy last wrote; 0 when not held
+	kvErrors int           // consecutive lease errors; the key's poll goroutine only
+}
+
 // lead acquires or renews this proxy's poll lease for (key, f). It reports whether this proxy
 // should poll Statsig. When the bucket cannot be reached it answers true: polling ourselves is
 // better than serving rules that silently go stale.
 func (s *share) lead(ks *keyState, f Format) bool {
+	sl := ks.slot(f)
+	synced := time.Unix(0, sl.synced.Load()).UnixMilli()
+	follow := func(syncedMs int64) {
+		// The holder confirmed the rule set at syncedMs: that is how current ours is too.
+		sl.synced.Store(time.UnixMilli(syncedMs).UnixNano())
+	}
+	return s.hold(leaseKey(ks.hash, f.String()), &sl.lease, synced, follow, s.c.logger.With("key", ks.hash, "format", f.String()))
+}
+
+// hold acquires or renews the lease lk for h; synced (unix ms) is written into the lease for the
+// followers, and follow, when not nil, gets the holder's value while another proxy holds it.
+func (s *share) hold(lk string, h *leaseHold, synced int64, follow func(syncedMs int64), log *slog.Logger) bool {
 	ctx, cancel := context.WithTimeout(s.c.ctx, 5*time.Second)
 	defer cancel()
-	sl := ks.slot(f)
-	lk := leaseKey(ks.hash, f)
-	val := []byte(s.id + " " + strconv.FormatInt(time.Unix(0, sl.synced.Load()).UnixMilli(), 10))
-	log := s.c.logger.With("key", ks.hash, "format", f.String())
+	val := []byte(s.id + " " + strconv.FormatInt(synced, 10))
 	if s.down() {
-		s.leaseError(sl, log, "cannot reach the poll lease", errNATSDown)
+		s.leaseError(h, log, "cannot reach the poll lease", errNATSDown)
 		return true
 	}
-	if rev := sl.leaseRev.Load(); rev != 0 {
+	if rev := h.rev.Load(); rev != 0 {
 		nrev, err := s.kv.Update(ctx, lk, val, rev)
 		if err == nil {
-			sl.leaseRev.Store(nrev)
-			sl.kvErrors = 0
+			h.rev.Store(nrev)
+			h.kvErrors = 0
 			return true
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			s.leaseError(sl, log, "cannot renew the poll lease", err)
+			s.leaseError(h, log, "cannot renew the poll lease", err)
 			return true
 		}
-		sl.leaseRev.Store(0)
+		h.rev.Store(0)
 		s.c.m.share.WithLabelValues("lease_lost").Inc()
 		log.Info("poll lease taken over by another proxy")
 	}
@@ -298,7 +338,7 @@ func (s *share) lead(ks *keyState, f Format) bool {
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		rev, err := s.kv.Create(ctx, lk, val)
 		if err == nil {
-			sl.leaseRev.Store(rev)
+			h.rev.Store(rev)
 			s.c.m.share.WithLabelValues("lease_acquired").Inc()
 			log.Info("acquired the poll lease: this proxy polls Statsig for the region")
 			return true
@@ -306,19 +346,18 @@ func (s *share) lead(ks *keyState, f Format) bool {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return false // another proxy was faster
 		}
-		s.leaseError(sl, log, "cannot take the poll lease", err)
+		s.leaseError(h, log, "cannot take the poll lease", err)
 		return true
 	}
 	if err != nil {
-		s.leaseError(sl, log, "cannot read the poll lease", err)
+		s.leaseError(h, log, "cannot read the poll lease", err)
 		return true
 	}
-	sl.kvErrors = 0
+	h.kvErrors = 0
 	holder, syncedMs := parseLease(e.Value())
 	if holder != s.id && time.Since(e.Created()) < s.ttl {
-		if syncedMs > 0 {
-			// The holder confirmed the rule set at syncedMs: that is how current ours is too.
-			sl.synced.Store(time.UnixMilli(syncedMs).UnixNano())
+		if syncedMs > 0 && follow != nil {
+			follow(syncedMs)
 		}
 		return false
 	}
@@ -326,7 +365,7 @@ func (s *share) lead(ks *keyState, f Format) bool {
 	if err != nil {
 		return false // another proxy took it over first
 	}
-	sl.leaseRev.Store(rev)
+	h.rev.Store(rev)
 	s.c.m.share.WithLabelValues("lease_acquired").Inc()
 	log.Info("took over the poll lease", "previous_holder", holder, "last_renewed", e.Created())
 	return true
@@ -334,27 +373,30 @@ func (s *share) lead(ks *keyState, f Format) bool {
 
 // leaseError counts a failed lease operation and logs the first of a series and one in 30 after
 // it (a NATS outage would otherwise log once per key and poll). Polling goes on meanwhile.
-func (s *share) leaseError(sl *slot, log *slog.Logger, what string, err error) {
+func (s *share) leaseError(h *leaseHold, log *slog.Logger, what string, err error) {
 	s.c.m.share.WithLabelValues("lease_error").Inc()
-	sl.kvErrors++
-	if sl.kvErrors == 1 || sl.kvErrors%30 == 0 {
-		log.Warn(what+"; polling Statsig from this proxy meanwhile", "err", err, "errors", sl.kvErrors)
+	h.kvErrors++
+	if h.kvErrors == 1 || h.kvErrors%30 == 0 {
+		log.Warn(what+"; polling Statsig from this proxy meanwhile", "err", err, "errors", h.kvErrors)
 	}
 }
 
 // release gives up ks's leases so another proxy takes over at its next poll, not after lease_ttl.
 func (s *share) release(ks *keyState) {
+	holds := map[string]*leaseHold{idListLease: &ks.ids.lease}
 	for _, f := range formats {
-		sl := ks.slot(f)
-		rev := sl.leaseRev.Swap(0)
+		holds[f.String()] = &ks.slot(f).lease
+	}
+	for name, h := range holds {
+		rev := h.rev.Swap(0)
 		if rev == 0 || s.down() {
 			continue // not held, or cannot be reached: it expires after lease_ttl
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := s.kv.Delete(ctx, leaseKey(ks.hash, f), jetstream.LastRevision(rev))
+		err := s.kv.Delete(ctx, leaseKey(ks.hash, name), jetstream.LastRevision(rev))
 		cancel()
 		if err != nil {
-			s.c.logger.Debug("cannot release the poll lease; it expires after lease_ttl", "key", ks.hash, "format", f.String(), "err", err)
+			s.c.logger.Debug("cannot release the poll lease; it expires after lease_ttl", "key", ks.hash, "lease", name, "err", err)
 		}
 	}
 }

@@ -40,11 +40,22 @@ func testJetStream(t *testing.T) func() (jetstream.JetStream, int) {
 
 func sharedCache(t *testing.T, up *configcachetest.Upstream, connect func() (jetstream.JetStream, int), prefix string) *testCache {
 	t.Helper()
+	return sharedCacheWith(t, up, connect, prefix, nil)
+}
+
+// sharedCacheWith is sharedCache with more settings; prefix tells its requests (rule sets and ID
+// lists) apart at the fake.
+func sharedCacheWith(t *testing.T, up *configcachetest.Upstream, connect func() (jetstream.JetStream, int), prefix string, mod func(*config.Config)) *testCache {
+	t.Helper()
 	cfg := testConfig(t, up, func(c *config.Config) {
 		c.Upstream.ConfigCDN = up.URL + prefix
+		c.Upstream.API = up.URL + prefix
 		c.RuleSets.Share.Enabled = true
 		c.RuleSets.Share.LeaseTTL = time.Second
 		c.Upstream.Timeout = 500 * time.Millisecond // the lease must outlast poll + jitter + timeout
+		if mod != nil {
+			mod(c)
+		}
 	})
 	js, maxPayload := connect()
 	return newTestCache(t, Options{Config: cfg, JetStream: js, MaxShareValue: maxPayload})

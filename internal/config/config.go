@@ -176,8 +176,8 @@ type RuleSets struct {
 	// Environments sets the environment tier evaluations use per server key when the user has none
 	// (e.g. {secret-abc: production}).
 	Environments map[string]string `yaml:"environments"`
-	// Share shares rule sets between the proxies of a region through a JetStream KV bucket, so that
-	// only one proxy polls Statsig per key.
+	// Share shares rule sets and ID lists between the proxies of a region through JetStream (a KV
+	// bucket and an object store), so that only one proxy polls Statsig per key.
 	Share Share `yaml:"share"`
 }
 
@@ -189,11 +189,11 @@ type OfflineRuleSet struct {
 	File string `yaml:"file" json:"file"`
 }
 
-// Share configures region-wide sharing of rule sets through JetStream KV.
+// Share configures region-wide sharing of rule sets and ID lists through JetStream.
 type Share struct {
 	// Enabled turns sharing on.
 	Enabled bool `yaml:"enabled"`
-	// Bucket is the KV bucket name.
+	// Bucket is the KV bucket name; ID-list files go to the object store <Bucket>_idlists.
 	Bucket string `yaml:"bucket"`
 	// LeaseTTL is how long a proxy holds the poll lease of a key without renewing it.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
@@ -257,8 +257,8 @@ type Stream struct {
 	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
 	// DuplicateWindow is how long a batch id is remembered, so an SDK's retry is not stored twice.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
-	// Placement pins the event stream, the dead-letter stream and the rule-set KV bucket to a cluster
-	// or to servers with tags when they are created (empty: JetStream chooses).
+	// Placement pins the event stream, the dead-letter stream, the rule-set KV bucket and the ID-list
+	// object store to a cluster or to servers with tags when they are created (empty: JetStream chooses).
 	Placement Placement `yaml:"placement"`
 }
 
