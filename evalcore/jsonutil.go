@@ -114,8 +114,13 @@ func appendJSValue(dst []byte, v any) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string literal (escaping like encoding/json
-// without HTML escaping).
+// AppendJSONString appends s to dst as a JSON string literal, escaped as
+// encoding/json does with HTML escaping off: quotes, backslashes and control
+// characters, invalid UTF-8 as U+FFFD, and U+2028/U+2029 (so the text is also
+// valid JavaScript). It allocates only when dst must grow.
+func AppendJSONString(dst []byte, s string) []byte { return appendJSONString(dst, s) }
+
+// appendJSONString is AppendJSONString, under the name the package's writers use.
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 )
 
@@ -60,61 +62,57 @@ const maxUserBytes = 1 << 20
 // where it can: numbers are accepted for userID, customIDs and the string
 // fields; values of other unexpected types are ignored; null means absent.
 // Like the reference, a user with neither userID nor customIDs gets userID "".
+// Of duplicate keys the last counts, as with encoding/json.
 func ParseUser(raw []byte) (*User, error) {
 	if len(raw) > maxUserBytes {
 		return nil, fmt.Errorf("evalcore: user object larger than %d bytes", maxUserBytes)
 	}
-	top, err := decodeObject(raw)
-	if err != nil {
+	if err := checkUserObject(raw); err != nil {
 		return nil, fmt.Errorf("evalcore: user is not a JSON object: %w", err)
 	}
-	u := &User{}
-	scalar := func(key string) *value {
-		r, ok := top[key]
-		if !ok {
-			return nil
+	// One walk over the top level keeps the last value of each known key;
+	// the object is valid JSON from here on.
+	var top [numUserKeys][]byte
+	for m := newUserMembers(raw); m.next(); {
+		if k := userKeyIndex(m.key); k >= 0 {
+			top[k] = m.val
 		}
-		v, err := decodeAny(r)
-		if err != nil {
-			return nil
-		}
-		switch x := v.(type) {
-		case string:
-			nv := newStringValue(x)
-			return &nv
-		case json.Number:
-			nv := newNumberValue(numberFloat(x))
-			return &nv
-		}
-		return nil
 	}
-	u.userID = scalar("userID")
-	u.email = scalar("email")
-	u.ip = scalar("ip")
-	u.userAgent = scalar("userAgent")
-	u.country = scalar("country")
-	u.locale = scalar("locale")
-	u.appVersion = scalar("appVersion")
+	u := &User{}
 
-	if r, ok := top["customIDs"]; ok && firstByte(r) == '{' {
-		m, err := splitObject(r, true)
-		if err != nil {
-			return nil, fmt.Errorf("evalcore: user customIDs: %w", err)
+	// The scalar fields share one allocation.
+	n := 0
+	for k := ukUserID; k <= ukAppVersion; k++ {
+		if r := top[k]; r != nil && isUserScalar(r) {
+			n++
 		}
-		u.customIDs = make(map[string]*value, len(m))
-		for k, vr := range m {
-			v, err := decodeAny(vr)
+	}
+	scalars := make([]value, 0, n)
+	for k, dst := range [...]**value{&u.userID, &u.email, &u.ip, &u.userAgent, &u.country, &u.locale, &u.appVersion} {
+		if r := top[ukUserID+k]; r != nil {
+			if v, ok := userScalar(r); ok {
+				scalars = append(scalars, v)
+				*dst = &scalars[len(scalars)-1]
+			}
+		}
+	}
+
+	if r := top[ukCustomIDs]; r != nil && r[0] == '{' {
+		cnt := countMembers(r)
+		u.customIDs = make(map[string]*value, cnt)
+		vals := make([]value, 0, cnt)
+		for m := newUserMembers(r); m.next(); {
+			k, err := memberKey(m.key)
 			if err != nil {
+				return nil, fmt.Errorf("evalcore: user customIDs: %w", err)
+			}
+			v, ok := userScalar(m.val)
+			if !ok {
+				delete(u.customIDs, k) // a later value of another type hides an earlier ID
 				continue
 			}
-			switch x := v.(type) {
-			case string:
-				nv := newStringValue(x)
-				u.customIDs[k] = &nv
-			case json.Number:
-				nv := newNumberValue(numberFloat(x))
-				u.customIDs[k] = &nv
-			}
+			vals = append(vals, v)
+			u.customIDs[k] = &vals[len(vals)-1]
 		}
 		u.customIDKeys = sortedKeys(u.customIDs)
 	}
@@ -124,15 +122,16 @@ func ParseUser(raw []byte) (*User, error) {
 		u.userID = &nv
 	}
 
-	if r, ok := top["custom"]; ok && firstByte(r) == '{' {
-		u.custom, u.customRaw, err = parseAttributes(r)
+	var err error
+	if r := top[ukCustom]; r != nil && r[0] == '{' {
+		u.custom, u.customRaw, err = parseAttributes(r, true)
 		if err != nil {
 			return nil, fmt.Errorf("evalcore: user custom: %w", err)
 		}
 		u.hasCustom = true
 	}
-	if r, ok := top["privateAttributes"]; ok && firstByte(r) == '{' {
-		u.private, _, err = parseAttributes(r)
+	if r := top[ukPrivate]; r != nil && r[0] == '{' {
+		u.private, _, err = parseAttributes(r, false)
 		if err != nil {
 			return nil, fmt.Errorf("evalcore: user privateAttributes: %w", err)
 		}
@@ -144,46 +143,127 @@ func ParseUser(raw []byte) (*User, error) {
 				if v.hasStr {
 					s = v.str
 				}
-				sum += djb2(k + ":" + s)
+				sum += djb2Add(djb2Add(djb2Add(0, k), ":"), s)
 			}
 			u.paHash, u.hasPAHash = strconv.FormatUint(uint64(sum), 10), true
 		}
 	}
-	if r, ok := top["statsigEnvironment"]; ok && firstByte(r) == '{' {
-		m, err := splitObject(r, true)
-		if err != nil {
-			return nil, fmt.Errorf("evalcore: user statsigEnvironment: %w", err)
-		}
-		u.env = make(map[string]string, len(m))
-		for k, vr := range m {
-			if s, ok := jsonString(vr); ok {
+	if r := top[ukEnv]; r != nil && r[0] == '{' {
+		u.env = make(map[string]string, countMembers(r))
+		for m := newUserMembers(r); m.next(); {
+			k, err := memberKey(m.key)
+			if err != nil {
+				return nil, fmt.Errorf("evalcore: user statsigEnvironment: %w", err)
+			}
+			if s, ok := jsonString(m.val); ok {
 				u.env[k] = s
+			} else {
+				delete(u.env, k)
 			}
 		}
 	}
 	return u, nil
 }
 
-// parseAttributes reads custom or privateAttributes, a member of the
-// validated user object.
-func parseAttributes(raw []byte) (map[string]*value, []rawField, error) {
-	m, err := splitObject(raw, true)
-	if err != nil {
-		return nil, nil, err
+// The top-level keys ParseUser reads, in the order of User's scalar fields.
+const (
+	ukUserID = iota
+	ukEmail
+	ukIP
+	ukUserAgent
+	ukCountry
+	ukLocale
+	ukAppVersion
+	ukCustomIDs
+	ukCustom
+	ukPrivate
+	ukEnv
+	numUserKeys
+)
+
+// userKeyIndex maps a key literal to its uk constant, -1 for other keys.
+func userKeyIndex(lit []byte) int {
+	body := lit[1 : len(lit)-1]
+	if bytes.IndexByte(body, '\\') >= 0 {
+		k, err := memberKey(lit)
+		if err != nil {
+			return -1
+		}
+		body = []byte(k)
 	}
-	out := make(map[string]*value, len(m))
-	fields := make([]rawField, 0, len(m))
-	for _, k := range sortedKeys(m) {
-		vr := m[k]
-		v, err := decodeAny(vr)
+	switch string(body) {
+	case "userID":
+		return ukUserID
+	case "email":
+		return ukEmail
+	case "ip":
+		return ukIP
+	case "userAgent":
+		return ukUserAgent
+	case "country":
+		return ukCountry
+	case "locale":
+		return ukLocale
+	case "appVersion":
+		return ukAppVersion
+	case "customIDs":
+		return ukCustomIDs
+	case "custom":
+		return ukCustom
+	case "privateAttributes":
+		return ukPrivate
+	case "statsigEnvironment":
+		return ukEnv
+	}
+	return -1
+}
+
+// isUserScalar reports whether userScalar accepts raw, without building it.
+func isUserScalar(raw []byte) bool {
+	c := raw[0]
+	return c == '"' || c == '-' || c >= '0' && c <= '9'
+}
+
+// parseAttributes reads custom or privateAttributes, a member of the
+// validated user object: the values by key and, when withRaw, the members'
+// compact JSON in key order (for logging the user).
+func parseAttributes(raw []byte, withRaw bool) (map[string]*value, []rawField, error) {
+	if withRaw {
+		// One copy of the object, which the compact members then alias,
+		// instead of one copy per member.
+		raw = bytes.Clone(raw)
+	}
+	fields := make([]rawField, 0, countMembers(raw))
+	for m := newUserMembers(raw); m.next(); {
+		k, err := memberKey(m.key)
 		if err != nil {
 			return nil, nil, err
 		}
-		dv := dynamicFromJSON(v)
-		out[k] = &dv
-		fields = append(fields, rawField{key: k, raw: compactJSON(vr)})
+		fields = append(fields, rawField{key: k, raw: m.val})
 	}
-	return out, fields, nil
+	// Sorted by key, stably, so that of duplicate keys the last is the one kept.
+	slices.SortStableFunc(fields, func(a, b rawField) int { return strings.Compare(a.key, b.key) })
+	kept := fields[:0]
+	for i, f := range fields {
+		if i+1 < len(fields) && fields[i+1].key == f.key {
+			continue
+		}
+		kept = append(kept, f)
+	}
+	out := make(map[string]*value, len(kept))
+	vals := make([]value, len(kept))
+	for i := range kept {
+		v, err := attributeValue(kept[i].raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		vals[i] = v
+		out[kept[i].key] = &vals[i]
+		if withRaw && !isCompact(kept[i].raw) {
+			kept[i].raw = compactJSON(kept[i].raw)
+		}
+	}
+	return out, kept, nil
 }
 
 // dynamicFromJSON builds the views of a decoded JSON value (SC DynamicValue).

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"net/http"
@@ -48,6 +47,28 @@ type evalService struct {
 	latency   *prometheus.HistogramVec
 	exposed   *prometheus.CounterVec
 	evaluated *prometheus.CounterVec
+	// deduplicated is exposed's "deduplicated" child, resolved once: looking a child up hashes
+	// its labels, on every exposure otherwise.
+	deduplicated prometheus.Counter
+	initMetrics  endpointMetrics
+}
+
+// endpointMetrics are the children of the evaluation metrics an endpoint's answered requests
+// update, resolved once per endpoint rather than per request.
+type endpointMetrics struct {
+	ok        prometheus.Counter
+	latency   prometheus.Observer
+	evaluated prometheus.Counter
+}
+
+// endpointMetrics resolves an endpoint's children; evaluated only for the evaluation endpoints
+// (initialize does not count its evaluations).
+func (s *evalService) endpointMetrics(endpoint string, evaluations bool) endpointMetrics {
+	m := endpointMetrics{ok: s.requests.WithLabelValues(endpoint, "200"), latency: s.latency.WithLabelValues(endpoint)}
+	if evaluations {
+		m.evaluated = s.evaluated.WithLabelValues(endpoint)
+	}
+	return m
 }
 
 // newEvalService builds the App's evaluation endpoints on its rule-set cache and event stream.
@@ -119,6 +140,8 @@ func newEvalService(o evalOptions) *evalService {
 			Name: "sigedge_evaluations_total", Help: "Gates, configs and layers evaluated for the HTTP API, by endpoint.",
 		}, []string{"endpoint"}),
 	}
+	s.deduplicated = s.exposed.WithLabelValues("deduplicated")
+	s.initMetrics = s.endpointMetrics("initialize", false)
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -203,9 +226,20 @@ func badRequest(format string, args ...any) *apiError {
 // readBody reads a request body, gzip-decoded when so encoded, bounded by maxBody before and
 // after decompression.
 func (s *evalService) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
+	if (enc == "" || enc == "identity") && r.ContentLength >= 0 && r.ContentLength <= s.maxBody {
+		// A plain body of a declared length within bounds (the usual request): the server's body
+		// reader stops at Content-Length, so one buffer of that size replaces io.ReadAll's growing
+		// one and the limiting readers.
+		data := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, data); err != nil {
+			return nil, badRequest("cannot read body: %v", err)
+		}
+		return data, nil
+	}
 	body := http.MaxBytesReader(w, r.Body, s.maxBody)
 	var rd io.Reader = body
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	switch enc {
 	case "", "identity":
 	case "gzip":
 		zr, err := gzip.NewReader(body)
@@ -243,7 +277,7 @@ func (s *evalService) decode(data []byte) (*evalRequest, *evalcore.User, *apiErr
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, nil, badRequest("empty body: send a JSON object such as {\"user\":{\"userID\":\"u1\"},\"gateName\":\"my_gate\"}")
 	}
-	if err := json.Unmarshal(data, &req); err != nil {
+	if err := decodeEvalRequest(data, &req); err != nil {
 		return nil, nil, badRequest("body is not a valid request: %v", err)
 	}
 	raw := bytes.TrimSpace(req.User)
@@ -337,6 +371,7 @@ func (s *evalService) fail(w http.ResponseWriter, endpoint string, e *apiError) 
 
 func (s *evalService) handleEval(k evalKind) http.HandlerFunc {
 	endpoint := k.String()
+	m := s.endpointMetrics(endpoint, true)
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		key, aerr := s.serverKeyOf(r)
@@ -362,7 +397,7 @@ func (s *evalService) handleEval(k evalKind) http.HandlerFunc {
 		logExposures := s.exposures != nil && !req.DisableExposureLogging && !req.StatsigMetadata.ExposureLoggingDisabled
 		var unit uint64
 		if logExposures {
-			unit = unitHash(req.User)
+			unit = unitHash(user)
 		}
 		out := make([]byte, 0, 256)
 		if batch {
@@ -374,7 +409,7 @@ func (s *evalService) handleEval(k evalKind) http.HandlerFunc {
 				if i > 0 {
 					out = append(out, ',')
 				}
-				out = appendJSONString(out, name)
+				out = evalcore.AppendJSONString(out, name)
 				out = append(out, ':')
 			}
 			var exps [][]byte
@@ -387,11 +422,11 @@ func (s *evalService) handleEval(k evalKind) http.HandlerFunc {
 		if len(events) > 0 {
 			s.exposures.add(key, events)
 		}
-		s.evaluated.WithLabelValues(endpoint).Add(float64(len(names)))
-		s.requests.WithLabelValues(endpoint, "200").Inc()
-		w.Header().Set("Content-Type", "application/json")
+		m.evaluated.Add(float64(len(names)))
+		m.ok.Inc()
+		w.Header()["Content-Type"] = jsonContentType
 		_, _ = w.Write(out)
-		s.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+		m.latency.Observe(time.Since(start).Seconds())
 	}
 }
 
@@ -402,11 +437,11 @@ func (s *evalService) evaluate(out []byte, ev *evalcore.Evaluator, k evalKind, u
 	case kindGate:
 		r := ev.CheckGate(u, name)
 		out = append(out, `{"name":`...)
-		out = appendJSONString(out, name)
+		out = evalcore.AppendJSONString(out, name)
 		out = append(out, `,"value":`...)
 		out = strconv.AppendBool(out, r.Value)
 		out = append(out, `,"rule_id":`...)
-		out = appendJSONString(out, r.RuleID)
+		out = evalcore.AppendJSONString(out, r.RuleID)
 		out = append(out, `,"group_name":`...)
 		out = appendNullableString(out, r.GroupName)
 		out = append(out, '}')
@@ -416,13 +451,13 @@ func (s *evalService) evaluate(out []byte, ev *evalcore.Evaluator, k evalKind, u
 	case kindConfig:
 		r := ev.GetConfig(u, name)
 		out = append(out, `{"name":`...)
-		out = appendJSONString(out, name)
+		out = evalcore.AppendJSONString(out, name)
 		out = append(out, `,"value":`...)
 		out = append(out, r.Value...)
 		out = append(out, `,"rule_id":`...)
-		out = appendJSONString(out, r.RuleID)
+		out = evalcore.AppendJSONString(out, r.RuleID)
 		out = append(out, `,"group":`...)
-		out = appendJSONString(out, r.RuleID)
+		out = evalcore.AppendJSONString(out, r.RuleID)
 		out = append(out, `,"group_name":`...)
 		out = appendNullableString(out, r.GroupName)
 		if r.Experiment {
@@ -438,13 +473,13 @@ func (s *evalService) evaluate(out []byte, ev *evalcore.Evaluator, k evalKind, u
 	case kindLayer:
 		r := ev.GetLayer(u, name)
 		out = append(out, `{"name":`...)
-		out = appendJSONString(out, name)
+		out = evalcore.AppendJSONString(out, name)
 		out = append(out, `,"value":`...)
 		out = append(out, r.Value...)
 		out = append(out, `,"rule_id":`...)
-		out = appendJSONString(out, r.RuleID)
+		out = evalcore.AppendJSONString(out, r.RuleID)
 		out = append(out, `,"ruleID":`...)
-		out = appendJSONString(out, r.RuleID)
+		out = evalcore.AppendJSONString(out, r.RuleID)
 		out = append(out, `,"group_name":`...)
 		out = appendNullableString(out, r.GroupName)
 		out = append(out, `,"allocatedExperimentName":`...)
@@ -468,72 +503,71 @@ func (s *evalService) firstExposure(key string, unit uint64, parts ...string) bo
 	if s.dedupe == nil {
 		return true
 	}
-	h := fnv.New64a()
-	_, _ = io.WriteString(h, key)
-	var b [8]byte
-	for i := range b {
-		b[i] = byte(unit >> (8 * i))
+	h := fnvAddString(fnvOffset64, key)
+	for i := 0; i < 8; i++ {
+		h = (h ^ (unit >> (8 * i) & 0xff)) * fnvPrime64
 	}
-	_, _ = h.Write(b[:])
 	for _, p := range parts {
-		_, _ = h.Write([]byte{0})
-		_, _ = io.WriteString(h, p)
+		h = fnvAddString(h, p)
 	}
-	sum := h.Sum64()
-	if _, seen := s.dedupe.Get(sum); seen {
-		s.exposed.WithLabelValues("deduplicated").Inc()
+	if _, seen := s.dedupe.Get(h); seen {
+		s.deduplicated.Inc()
 		return false
 	}
-	s.dedupe.Add(sum, struct{}{})
+	s.dedupe.Add(h, struct{}{})
 	return true
 }
 
-// unitHash identifies the user for exposure de-duplication by its unit IDs (userID, customIDs).
-func unitHash(rawUser []byte) uint64 {
-	var ids struct {
-		UserID    json.RawMessage `json:"userID"`
-		CustomIDs json.RawMessage `json:"customIDs"`
+// unitHash identifies the user for exposure de-duplication by its unit IDs (userID, customIDs),
+// as evaluation reads them: {"userID":7} and {"userID":"7"} are one user, as they are for
+// bucketing.
+func unitHash(u *evalcore.User) uint64 {
+	h := uint64(fnvOffset64)
+	for idType, id := range u.UnitIDs {
+		h = fnvAddString(fnvAddString(h, idType), id)
 	}
-	_ = json.Unmarshal(rawUser, &ids)
-	h := fnv.New64a()
-	_, _ = h.Write(ids.UserID)
-	_, _ = h.Write([]byte{0})
-	_, _ = h.Write(ids.CustomIDs)
-	return h.Sum64()
+	return h
 }
 
-// objectKeys lists the top-level keys of a JSON object, in order.
+// FNV-1a, 64 bits, written out so that hashing strings does not allocate (hash/fnv takes
+// []byte through an interface).
+const (
+	fnvOffset64 = 14695981039346656037
+	fnvPrime64  = 1099511628211
+)
+
+// fnvAddString hashes s and a 0 separator (so that ("ab","c") and ("a","bc") differ).
+func fnvAddString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * fnvPrime64
+	}
+	return h * fnvPrime64 // ^ 0
+}
+
+// objectKeys lists the top-level keys of a JSON object, in order (nil for anything else: a
+// layer's value always is an object).
 func objectKeys(raw []byte) []string {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	if len(raw) == 0 || raw[0] != '{' || !json.Valid(raw) {
 		return nil
 	}
 	var keys []string
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
+	// json.Valid allows 10,000 levels of nesting: so does the walk, which then cannot fail.
+	for s := (jsonScan{t: raw, i: 1, limit: 10_001}); ; {
+		lit, _, ok := s.member()
+		if !ok {
 			return keys
 		}
-		k, _ := t.(string)
+		k, _ := jsonStringValue(lit)
 		keys = append(keys, k)
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return keys
-		}
 	}
-	return keys
-}
-
-func appendJSONString(dst []byte, s string) []byte {
-	b, _ := json.Marshal(s)
-	return append(dst, b...)
 }
 
 func appendNullableString(dst []byte, s string) []byte {
 	if s == "" {
 		return append(dst, "null"...)
 	}
-	return appendJSONString(dst, s)
+	return evalcore.AppendJSONString(dst, s)
 }
 
 // handleInitialize answers a client SDK's initialize with the client initialize response for its
@@ -593,8 +627,12 @@ func (s *evalService) handleInitialize(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, endpoint, &apiError{http.StatusInternalServerError, "initialize failed: " + err.Error()})
 		return
 	}
-	s.requests.WithLabelValues(endpoint, "200").Inc()
-	w.Header().Set("Content-Type", "application/json")
+	s.initMetrics.ok.Inc()
+	w.Header()["Content-Type"] = jsonContentType
 	_, _ = w.Write(out)
-	s.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+	s.initMetrics.latency.Observe(time.Since(start).Seconds())
 }
+
+// jsonContentType is the Content-Type header value of every answer, shared: Header.Set would
+// allocate a new slice per response (net/http only reads it; Add would copy it on append).
+var jsonContentType = []string{"application/json"}
