@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,18 +150,24 @@ func corsPreflight(w http.ResponseWriter, r *http.Request) {
 var acceptedBody = []byte(`{"success":true}` + "\n")
 
 func (in *eventIntake) handler(endpoint string) http.HandlerFunc {
+	// The counters of every stored batch, looked up once rather than per request.
+	accepted := in.requests.WithLabelValues(endpoint, strconv.Itoa(http.StatusAccepted))
+	batchesOK, eventsOK := in.batchesOK.WithLabelValues(endpoint), in.eventsOK.WithLabelValues(endpoint)
 	return func(w http.ResponseWriter, r *http.Request) {
 		received := time.Now()
 		if endpoint == wire.EndpointRgstr {
 			w.Header().Set("Access-Control-Allow-Origin", "*")
 		}
-		q := r.URL.Query()
+		var q url.Values // server SDKs send no query: skip parsing one
+		if r.URL.RawQuery != "" {
+			q = r.URL.Query()
+		}
 		// Server SDKs send the key in a header; js-client sends it as the query parameter k.
 		key := strings.TrimSpace(r.Header.Get(wire.HeaderAPIKey))
 		if key == "" {
 			key = strings.TrimSpace(q.Get("k"))
 		}
-		req := &intakeRequest{in: in, w: w, r: r, endpoint: endpoint, key: key}
+		req := &intakeRequest{in: in, w: w, r: r, endpoint: endpoint, key: key, accepted: accepted}
 		if msg := in.authorize(key); msg != "" {
 			req.refuse(http.StatusUnauthorized, "unauthorized", msg, nil)
 			return
@@ -248,8 +255,8 @@ func (in *eventIntake) handler(endpoint string) http.HandlerFunc {
 			return
 		}
 		recycle() // every message is acknowledged: nothing holds the bytes any more
-		in.batchesOK.WithLabelValues(endpoint).Inc()
-		in.eventsOK.WithLabelValues(endpoint).Add(float64(res.Events))
+		batchesOK.Inc()
+		eventsOK.Add(float64(res.Events))
 		dropped := b.Dropped
 		for i, n := range res.Dropped {
 			dropped[i] += n
@@ -306,13 +313,18 @@ type intakeRequest struct {
 	endpoint string
 	key      string
 	sdkType  string
+	accepted prometheus.Counter // requests{endpoint, 202}
 }
 
 func (q *intakeRequest) reply(status int, body []byte) {
 	q.w.Header().Set("Content-Type", "application/json")
 	q.w.WriteHeader(status)
 	_, _ = q.w.Write(body)
-	q.in.requests.WithLabelValues(q.endpoint, strconv.Itoa(status)).Inc()
+	if status == http.StatusAccepted {
+		q.accepted.Inc()
+	} else {
+		q.in.requests.WithLabelValues(q.endpoint, strconv.Itoa(status)).Inc()
+	}
 }
 
 func (q *intakeRequest) refuse(status int, reason, msg string, dropped map[string]int) {

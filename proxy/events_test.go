@@ -495,6 +495,64 @@ func TestEventIntakeStoresARetriedBatchOnce(t *testing.T) {
 	}
 }
 
+// TestEventIntakeStoresConcurrentBatchesVerbatim posts distinct batches from several clients at once,
+// plain and compressed, so that request buffers are recycled while others are in use: every batch
+// must be stored once, byte for byte, under the id of its own events.
+func TestEventIntakeStoresConcurrentBatchesVerbatim(t *testing.T) {
+	e := startIntake(t, intakeConfig(t))
+	const clients, perClient = 6, 15
+	codings := []string{"", "gzip", "zstd", "deflate", "br"}
+	type sent struct {
+		plain []byte
+		id    string
+	}
+	bodies := make(chan sent, clients*perClient)
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for k := range perClient {
+				// Sizes vary, so that a recycled buffer is sometimes larger than the next body.
+				plain, _ := intakeBatch(fmt.Sprintf("c%d-%d", c, k), 1+(c*perClient+k)%40)
+				coding := codings[(c+k)%len(codings)]
+				r := e.post("/v1/log_event", encodeBody(t, coding, plain), "STATSIG-API-KEY", intakeServerKey, "Content-Encoding", coding)
+				if r.status != http.StatusAccepted {
+					t.Errorf("client %d batch %d (%q): %d %q", c, k, coding, r.status, r.raw)
+					return
+				}
+				b, err := queue.DecodeBatch(plain)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				bodies <- sent{plain: plain, id: queue.BatchID(intakeServerKey, b.EventsRaw)}
+			}
+		})
+	}
+	wg.Wait()
+	close(bodies)
+	if t.Failed() {
+		return
+	}
+	want := map[string][]byte{}
+	for b := range bodies {
+		want[b.id] = b.plain
+	}
+	msgs := e.messages()
+	if len(msgs) != clients*perClient || len(want) != clients*perClient {
+		t.Fatalf("%d messages stored for %d distinct batches, want %d", len(msgs), len(want), clients*perClient)
+	}
+	for _, m := range msgs {
+		id := m.Header.Get(jetstream.MsgIDHeader)
+		if plain, ok := want[id]; !ok || !bytes.Equal(m.Data, plain) {
+			t.Fatalf("message %d (id %q) is not the batch sent with that id: %q", m.Sequence, id, m.Data)
+		}
+		delete(want, id)
+	}
+	if got := e.metricValue("sigedge_event_requests_total", map[string]string{"endpoint": "log_event", "code": "202"}); got != clients*perClient {
+		t.Errorf("requests answered 202 = %v, want %d", got, clients*perClient)
+	}
+}
+
 func TestEventIntakeCORSPreflight(t *testing.T) {
 	e := startIntake(t, intakeConfig(t))
 	req, _ := http.NewRequest(http.MethodOptions, e.base+"/v1/rgstr?k="+intakeClientKey, nil)

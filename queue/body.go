@@ -25,7 +25,12 @@ const maxCodings = 3
 type BodyDecoder struct {
 	limit int64
 	zstd  *zstd.Decoder
-	gzip  sync.Pool // *gzip.Reader
+	// Readers are reused: each holds tables and windows of tens of kilobytes that would otherwise be
+	// allocated (and zeroed) per request.
+	gzip   sync.Pool // *gzip.Reader
+	zlib   sync.Pool // zlib reader (io.ReadCloser and zlib.Resetter)
+	flate  sync.Pool // raw deflate reader (io.ReadCloser and flate.Resetter)
+	brotli sync.Pool // *brotli.Reader
 }
 
 // NewBodyDecoder returns a decoder whose output is at most limit bytes.
@@ -90,7 +95,7 @@ func (d *BodyDecoder) DecompressInto(dst *bytes.Buffer, encoding string, body []
 		case "zstd":
 			body, err = d.unzstd(out, body)
 		case "br":
-			body, err = d.readAll(out, brotli.NewReader(bytes.NewReader(body)), "br", len(body))
+			body, err = d.unbrotli(out, body)
 		default:
 			return nil, fmt.Errorf("%w: %q (send gzip, deflate, zstd, br or none)", ErrUnsupportedEncoding, c)
 		}
@@ -131,13 +136,42 @@ func (d *BodyDecoder) gunzip(dst *bytes.Buffer, body []byte) ([]byte, error) {
 // inflate reads HTTP "deflate", which RFC 9110 defines as zlib-wrapped; some clients send a raw
 // deflate stream instead, so a body without a zlib header is read as raw deflate.
 func (d *BodyDecoder) inflate(dst *bytes.Buffer, body []byte) ([]byte, error) {
-	if zr, err := zlib.NewReader(bytes.NewReader(body)); err == nil {
-		defer zr.Close()
-		return d.readAll(dst, zr, "deflate", len(body))
+	zr, _ := d.zlib.Get().(io.ReadCloser)
+	var err error
+	if zr == nil {
+		zr, err = zlib.NewReader(bytes.NewReader(body))
+	} else {
+		err = zr.(zlib.Resetter).Reset(bytes.NewReader(body), nil)
 	}
-	fr := flate.NewReader(bytes.NewReader(body))
-	defer fr.Close()
-	return d.readAll(dst, fr, "deflate", len(body))
+	if err == nil {
+		out, err := d.readAll(dst, zr, "deflate", len(body))
+		d.zlib.Put(zr)
+		return out, err
+	}
+	if zr != nil {
+		d.zlib.Put(zr) // a failed Reset leaves it ready for the next one
+	}
+	fr, _ := d.flate.Get().(io.ReadCloser)
+	if fr == nil {
+		fr = flate.NewReader(bytes.NewReader(body))
+	} else if err := fr.(flate.Resetter).Reset(bytes.NewReader(body), nil); err != nil {
+		return nil, fmt.Errorf("%w: deflate: %v", ErrBadEncoding, err)
+	}
+	out, err := d.readAll(dst, fr, "deflate", len(body))
+	d.flate.Put(fr)
+	return out, err
+}
+
+func (d *BodyDecoder) unbrotli(dst *bytes.Buffer, body []byte) ([]byte, error) {
+	br, _ := d.brotli.Get().(*brotli.Reader)
+	if br == nil {
+		br = brotli.NewReader(bytes.NewReader(body))
+	} else if err := br.Reset(bytes.NewReader(body)); err != nil {
+		return nil, fmt.Errorf("%w: br: %v", ErrBadEncoding, err)
+	}
+	out, err := d.readAll(dst, br, "br", len(body))
+	d.brotli.Put(br)
+	return out, err
 }
 
 func (d *BodyDecoder) unzstd(dst *bytes.Buffer, body []byte) ([]byte, error) {

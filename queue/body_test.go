@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/andybalholm/brotli"
@@ -111,6 +112,48 @@ func TestDecompress(t *testing.T) {
 			if !bytes.Equal(got, tc.want) {
 				t.Fatalf("got %d bytes, want %d", len(got), len(tc.want))
 			}
+		})
+	}
+}
+
+// TestDecompressReusesReadersSafely decodes, from several goroutines at once, good bodies after
+// bodies that failed part way (corrupt, or over the limit): a reused reader must start afresh.
+func TestDecompressReusesReadersSafely(t *testing.T) {
+	const limit = 64 << 10
+	d, err := NewBodyDecoder(limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bomb := make([]byte, limit+1)
+	a, b := sampleBatch(3), sampleBatch(30)
+	for _, coding := range []string{"gzip", "deflate", "raw-deflate", "zstd", "br"} {
+		t.Run(coding, func(t *testing.T) {
+			header := coding
+			if coding == "raw-deflate" {
+				header = "deflate"
+			}
+			good := [][]byte{a, b}
+			encoded := [][]byte{compress(t, coding, a), compress(t, coding, b)}
+			bad := [][]byte{compress(t, coding, bomb), compress(t, coding, b)[:40]}
+			var wg sync.WaitGroup
+			for g := range 4 {
+				wg.Go(func() {
+					var buf bytes.Buffer
+					for round := range 20 {
+						if _, err := d.DecompressInto(&buf, header, bad[(g+round)%2]); err == nil {
+							t.Errorf("a bad %s body decoded", coding)
+							return
+						}
+						k := (g + round) % 2
+						got, err := d.DecompressInto(&buf, header, encoded[k])
+						if err != nil || !bytes.Equal(got, good[k]) {
+							t.Errorf("round %d: %s body %d: %v (%d bytes, want %d)", round, coding, k, err, len(got), len(good[k]))
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
 		})
 	}
 }

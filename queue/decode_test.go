@@ -42,6 +42,10 @@ func TestDecodeBatch(t *testing.T) {
 		{name: "blank body", body: " \n", wantErr: ErrInvalidJSON},
 		{name: "not JSON", body: `events=1`, wantErr: ErrInvalidJSON},
 		{name: "truncated", body: `{"events":[{"eventName":"a"}`, wantErr: ErrInvalidJSON},
+		{name: "truncated after a key", body: `{"events":`, wantErr: ErrInvalidJSON},
+		{name: "truncated after an event's key", body: `{"events":[{"eventName":`, wantErr: ErrInvalidJSON},
+		{name: "truncated in a string", body: `{"events":[{"eventName":"abc`, wantErr: ErrInvalidJSON},
+		{name: "truncated in an escape", body: `{"events":[{"eventName":"a\u00`, wantErr: ErrInvalidJSON},
 		{name: "trailing garbage", body: `{"events":[]} x`, wantErr: ErrInvalidJSON},
 		{name: "two values", body: `{"events":[]}{}`, wantErr: ErrInvalidJSON},
 		{name: "bad escape", body: `{"events":[{"eventName":"a\x"}]}`, wantErr: ErrInvalidJSON},
@@ -50,6 +54,10 @@ func TestDecodeBatch(t *testing.T) {
 		{name: "bad literal", body: `{"events":[{"eventName":"a","v":tru}]}`, wantErr: ErrInvalidJSON},
 		{name: "trailing comma", body: `{"events":[{"eventName":"a"},]}`, wantErr: ErrInvalidJSON},
 		{name: "too deep", body: `{"events":[{"eventName":"a","v":` + strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth) + `}]}`, wantErr: ErrInvalidJSON},
+		{name: "one object too deep", body: `{"events":[{"eventName":"a","v":` + strings.Repeat(`{"a":`, maxDepth-2) + `1` + strings.Repeat("}", maxDepth-2) + `}]}`, wantErr: ErrInvalidJSON},
+		// The body, "events" and the event are 3 of encoding/json's 10000 levels.
+		{name: "as deep as encoding/json goes", body: `{"events":[{"eventName":"a","v":` + strings.Repeat(`{"a":[`, (maxDepth-3)/2) + `1` + strings.Repeat("]}", (maxDepth-3)/2) + `}]}`,
+			events: []string{`{"eventName":"a","v":` + strings.Repeat(`{"a":[`, (maxDepth-3)/2) + `1` + strings.Repeat("]}", (maxDepth-3)/2) + `}`}},
 		{name: "top-level array", body: `[{"eventName":"a"}]`, wantErr: ErrInvalidBatch},
 		{name: "top-level null", body: `null`, wantErr: ErrInvalidBatch},
 		{name: "no events", body: `{"statsigMetadata":{}}`, wantErr: ErrInvalidBatch},
@@ -103,16 +111,41 @@ func orEmpty(m map[string]int) map[string]int {
 }
 
 func TestBatchSDKInfo(t *testing.T) {
-	b, err := DecodeBatch([]byte(`{"events":[],"statsigMetadata":{"sdkType":"statsig-node","sdkVersion":"6.5.2"}}`))
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name, metadata string
+	}{
+		{"strings", `{"sdkType":"statsig-node","sdkVersion":"6.5.2","sessionID":"s"}`},
+		{"not strings", `{"sdkType":5,"sdkVersion":{"v":"1"}}`},
+		{"missing", `{"sessionID":"s"}`},
+		{"null", `null`},
+		{"escapes", `{"sdkType":"go\u002dsdk","sdkV\u0065rsion":"1.0\n"}`},
+		{"last duplicate wins", `{"sdkType":"a","sdkType":"b","sdkVersion":"1","sdkVersion":2}`},
+		{"keys match ignoring case", `{"SDKTYPE":"a","sdkversion":"1"}`},
+		{"keys fold like Unicode", "{\"\u017fdkType\":\"long s\",\"\xc5\xbfdkVersion\":\"2\"}"},
+		{"non-ASCII", "{\"sdkType\":\"sdk-Ã©\",\"sdkVersion\":\"ÿ\"}"},
+		{"whitespace", " { \"sdkType\" : \"x\" , \"sdkVersion\" : \"y\" } "},
 	}
-	if typ, ver := b.SDKInfo(); typ != "statsig-node" || ver != "6.5.2" {
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := DecodeBatch([]byte(`{"events":[],"statsigMetadata":` + tc.metadata + `}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The oracle: what encoding/json decodes.
+			var m struct {
+				SDKType    any `json:"sdkType"`
+				SDKVersion any `json:"sdkVersion"`
+			}
+			_ = json.Unmarshal(b.Metadata, &m)
+			wantType, _ := m.SDKType.(string)
+			wantVersion, _ := m.SDKVersion.(string)
+			if typ, ver := b.SDKInfo(); typ != wantType || ver != wantVersion {
+				t.Fatalf("SDKInfo = %q %q, encoding/json %q %q", typ, ver, wantType, wantVersion)
+			}
+		})
+	}
+	if typ, ver := (&Batch{Metadata: []byte(`{"sdkType":"statsig-node","sdkVersion":"6.5.2"}`)}).SDKInfo(); typ != "statsig-node" || ver != "6.5.2" {
 		t.Fatalf("SDKInfo = %q %q", typ, ver)
-	}
-	b, _ = DecodeBatch([]byte(`{"events":[],"statsigMetadata":{"sdkType":5}}`))
-	if typ, ver := b.SDKInfo(); typ != "" || ver != "" {
-		t.Fatalf("SDKInfo of non-strings = %q %q", typ, ver)
 	}
 }
 
@@ -166,7 +199,9 @@ func FuzzDecodeBatch(f *testing.F) {
 		`{"events":[{"eventName":"a"}],"events":{}}`,
 		`{"events":[{"eventName":"\ud800"}]}`,
 		`{"events":[{"eventName":"a","n":-0.5e-7,"t":true,"f":false}]}`,
-		`[1]`, `"x"`, `{}`, ``, `{"events":[`, "{\"events\":[{\"eventName\":\"\xff\"}]}",
+		`[1]`, `"x"`, `{}`, ``, `{"events":[`, `{"events":`, `{"a":"\u12`, "{\"events\":[{\"eventName\":\"\xff\"}]}",
+		`{"events":[],"statsigMetadata":{"sdkType":"go\u002dsdk","sdkVersion":1,"sdkVersion":"2"}}`,
+		`{"events":[],"statsigMetadata":{"SDKtype":"a","sdkTYpe":"b"}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -192,6 +227,18 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 		if b.Dropped != wantDropped {
 			t.Fatalf("DecodeBatch(%q) dropped %v, encoding/json %v", data, b.Dropped, wantDropped)
+		}
+		var m struct {
+			SDKType    any `json:"sdkType"`
+			SDKVersion any `json:"sdkVersion"`
+		}
+		if len(b.Metadata) > 0 && b.Metadata[0] == '{' {
+			_ = json.Unmarshal(b.Metadata, &m)
+		}
+		wantType, _ := m.SDKType.(string)
+		wantVersion, _ := m.SDKVersion.(string)
+		if typ, ver := b.SDKInfo(); typ != wantType || ver != wantVersion {
+			t.Fatalf("SDKInfo of %q = %q %q, encoding/json %q %q", b.Metadata, typ, ver, wantType, wantVersion)
 		}
 		// A rebuilt body must be valid JSON too: it is what the forwarder reads after a split.
 		parts, _, err := buildBodies(b.Events, b.Metadata, b.Fields, 1<<30)

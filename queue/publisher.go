@@ -204,12 +204,14 @@ func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *
 	}
 	subject := wire.EventSubject(p.stream.SubjectPrefix, key)
 	hdr := p.headers(key, meta)
-	// Room for the body: max payload minus the headers, with slack for the part and id headers.
-	room := int(p.nc.MaxPayload()) - headerSize(hdr) - 128
+	// Room for the body: max payload minus the headers, with slack for a part's header and id suffix.
+	room := int(p.nc.MaxPayload()) - headerSize(hdr) - 64
 
+	var one [1]part // the usual case, without an allocation
 	var bodies []part
 	if len(events) == len(b.Events) && b.Dropped.Total() == 0 && b.Body != nil && len(b.Body) <= room {
-		bodies = []part{{body: b.Body, events: len(events)}}
+		one[0] = part{body: b.Body, events: len(events)}
+		bodies = one[:]
 	} else {
 		var tooLarge int
 		var err error
@@ -234,20 +236,21 @@ func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	start := time.Now()
-	futures := make([]jetstream.PubAckFuture, 0, len(bodies))
+	var oneFuture [1]jetstream.PubAckFuture
+	futures := oneFuture[:0]
 	for i, pt := range bodies {
-		h := make(nats.Header, len(hdr)+4)
-		for k, v := range hdr {
-			h[k] = v
-		}
-		id := meta.ID
+		// Parts share the batch's headers but for their number and id, so each gets its own map:
+		// nats.go keeps a message, headers included, until its ack (to retry it).
+		h := hdr
 		if len(bodies) > 1 {
+			h = make(nats.Header, len(hdr)+1)
+			for k, v := range hdr {
+				h[k] = v
+			}
 			part := strconv.Itoa(i+1) + "/" + strconv.Itoa(len(bodies))
 			h[wire.MsgPart] = []string{part}
-			id += "." + part
+			h[jetstream.MsgIDHeader] = []string{meta.ID + "." + part}
 		}
-		h[jetstream.MsgIDHeader] = []string{id}
-		h[jetstream.ExpectedStreamHeader] = []string{p.stream.Name}
 		h[wire.MsgEventCount] = []string{strconv.Itoa(pt.events)}
 		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subject, Header: h, Data: pt.body},
 			jetstream.WithStallWait(p.timeout))
@@ -276,17 +279,23 @@ func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *
 	return res, nil
 }
 
+// headers returns the headers every message of a batch carries (its parts add theirs).
 func (p *Publisher) headers(key string, meta BatchMeta) nats.Header {
-	h := nats.Header{
-		wire.MsgSDKKey:     {key},
-		wire.MsgEndpoint:   {meta.Endpoint},
-		wire.MsgSource:     {meta.Source},
-		wire.MsgReceivedAt: {strconv.FormatInt(meta.ReceivedAt.UnixMilli(), 10)},
+	h := make(nats.Header, 11)
+	h[wire.MsgSDKKey] = []string{key}
+	h[wire.MsgEndpoint] = []string{meta.Endpoint}
+	h[wire.MsgSource] = []string{meta.Source}
+	h[wire.MsgReceivedAt] = []string{strconv.FormatInt(meta.ReceivedAt.UnixMilli(), 10)}
+	h[jetstream.MsgIDHeader] = []string{meta.ID}
+	h[jetstream.ExpectedStreamHeader] = []string{p.stream.Name}
+	if v := headerValue(meta.SDKType); v != "" {
+		h[wire.MsgSDKType] = []string{v}
 	}
-	for k, v := range map[string]string{wire.MsgSDKType: meta.SDKType, wire.MsgSDKVersion: meta.SDKVersion, wire.MsgClientTime: meta.ClientTime} {
-		if v = headerValue(v); v != "" {
-			h[k] = []string{v}
-		}
+	if v := headerValue(meta.SDKVersion); v != "" {
+		h[wire.MsgSDKVersion] = []string{v}
+	}
+	if v := headerValue(meta.ClientTime); v != "" {
+		h[wire.MsgClientTime] = []string{v}
 	}
 	return h
 }
@@ -305,6 +314,7 @@ func headerValue(v string) string {
 	}, v)
 }
 
+// headerSize is the encoded size of h plus the event count every message adds.
 func headerSize(h nats.Header) int {
 	n := len("NATS/1.0\r\n\r\n")
 	for k, vs := range h {
