@@ -38,10 +38,13 @@ func (e *Evaluator) GetExperiment(u *User, name string) ConfigResult {
 }
 
 // GetConfig evaluates a dynamic_configs entry the way its entity suggests:
-// experiments as experiments, everything else as a dynamic config.
+// experiments (and bandits) as experiments, everything else as a dynamic
+// config.
 func (e *Evaluator) GetConfig(u *User, name string) ConfigResult {
 	sp := e.rs.configs[name]
-	if sp != nil && sp.entity == "experiment" {
+	// A contextual bandit with no spec of its name is read as the experiment
+	// it stands for.
+	if sp != nil && sp.entity == "experiment" || sp == nil && e.rs.cmabs[name] != nil {
 		return e.config(u, name, typeExperiment, sp)
 	}
 	return e.config(u, name, typeDynamicConfig, sp)
@@ -151,7 +154,7 @@ func (c *evalCtx) fillEvaluation(ev *Evaluation, name string, recognized bool) {
 		ev.Reason = ReasonRecognized
 	}
 	if st.hasRule {
-		ev.RuleID = st.ruleID
+		ev.RuleID = st.reportedRuleID()
 	}
 	ev.IDType = st.idType
 	if st.hasGroup {
@@ -196,17 +199,23 @@ func (c *evalCtx) newLayerEval(sp *spec) {
 		hasExplicit bool
 		hasPassed   bool
 		secondary   []SecondaryExposure
-		undelegated []SecondaryExposure
 	)
+	// SC collects exposures rule by rule: what the shared result holds is
+	// moved to the layer's list after each rule's conditions, and after a
+	// delegate whose value is used. A delegate passed over leaves its
+	// exposures pending: the next rule's move picks them up, and after the
+	// last rule they are dropped.
+	base := len(st.exps)
+	drain := func() {
+		secondary = append(secondary, st.exps[base:]...)
+		st.exps = st.exps[:base]
+	}
 	for _, r := range sp.rules {
-		start := len(st.exps)
 		c.evaluateRule(r)
 		if st.err != nil {
 			return
 		}
-		secondary = append(secondary, st.exps[start:]...)
-		undelegated = append(undelegated, st.exps[start:]...)
-		st.exps = st.exps[:start]
+		drain()
 		if st.unsupported {
 			return
 		}
@@ -220,19 +229,21 @@ func (c *evalCtx) newLayerEval(sp *spec) {
 			if st.err != nil {
 				return
 			}
-			dexps := st.exps[start:]
-			if hasPassed || !st.hasJSON || len(st.json) == 0 || st.json[0] != '{' {
-				st.exps = st.exps[:start]
+			// An unsupported delegate is passed over; the flag stays, so the
+			// next rule ends the evaluation (the result as it then is).
+			if hasPassed || st.unsupported {
 				continue
 			}
-			obj := parseOrderedObject(st.json)
+			// a value that is not an object contributes no parameter
+			obj := newOrderedObject()
+			if st.hasJSON && len(st.json) > 0 && st.json[0] == '{' {
+				obj = parseOrderedObject(st.json)
+			}
 			if values.sharesKey(obj) {
-				st.exps = st.exps[:start]
 				continue
 			}
 			values.merge(obj, r.id, ruleIDs)
-			secondary = append(secondary, dexps...)
-			st.exps = st.exps[:start]
+			drain()
 			passed = st.boolValue
 			delegate, hasDelegate = st.delegate, st.hasDelegate
 			group, hasGroup = st.groupName, st.hasGroup
@@ -262,7 +273,9 @@ func (c *evalCtx) newLayerEval(sp *spec) {
 	st.isExperimentActive = sp.isActive.val()
 	st.explicit, st.hasExplicit = explicit, hasExplicit
 	st.exps = append(st.exps[:0], secondary...)
-	st.undelegated = append(st.undelegated[:0], undelegated...)
+	// The reference (statsig-node-core 0.23.2) leaves the undelegated list
+	// of a new-style layer empty, whatever its rules saw.
+	st.undelegated = st.undelegated[:0]
 	st.hasUndelegated = true
 	st.paramRuleIDs = ruleIDs
 	c.finalize(sp, nil)

@@ -111,17 +111,20 @@ func (c *evalCtx) evaluateCMAB(name string, cm *cmabConfig) {
 		return
 	}
 	if cm.hasTargeting {
-		if !c.prepNested() {
-			return
+		// SC takes a targeting gate that cannot be evaluated (the nesting
+		// limit) as failed: no exposure when the limit is reached right here,
+		// one with the value false after a deeper failure.
+		passes := false
+		if c.prepNested() {
+			c.evaluate(cm.targetingGate, typeGate)
+			passes = st.err == nil && st.boolValue
+			st.err = nil
+			if len(cm.targetingGate) < 8 || cm.targetingGate[:8] != "segment:" {
+				st.exps = append(st.exps, SecondaryExposure{Gate: cm.targetingGate, GateValue: passes, RuleID: st.ruleID})
+			}
 		}
-		c.evaluate(cm.targetingGate, typeGate)
-		if st.err != nil {
-			return
-		}
-		if len(cm.targetingGate) < 8 || cm.targetingGate[:8] != "segment:" {
-			st.exps = append(st.exps, SecondaryExposure{Gate: cm.targetingGate, GateValue: st.boolValue, RuleID: st.ruleID})
-		}
-		if !st.boolValue {
+		st.err = nil
+		if !passes {
 			st.ruleID, st.hasRule = "inlineTargetingRules", true
 			st.json, st.hasJSON = cm.defaultValue, true
 			st.boolValue = false
@@ -135,7 +138,8 @@ func (c *evalCtx) evaluateCMAB(name string, cm *cmabConfig) {
 		idx = len(cm.groups) - 1
 	}
 	g := cm.groups[idx]
-	st.ruleID, st.hasRule = g.exploreID, true
+	st.ruleID, st.hasRule = g.id, true
+	st.ruleSuffix, st.suffixBase, st.suffixFull = ":explore", g.id, g.exploreID
 	st.groupName, st.hasGroup = g.name, true
 	st.json, st.hasJSON = g.value, true
 	st.boolValue = true

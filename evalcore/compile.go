@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/dlclark/regexp2"
 
 	"github.com/sigedge/sigedge/evalcore/internal/sha256x"
 )
@@ -639,7 +636,7 @@ func (c *compiler) compileTarget(raw json.RawMessage, regex bool) target {
 		t.kind = targetArray
 		t.set = make(map[string]arrayEntry, len(x))
 		for i, el := range x {
-			s := elementString(el)
+			s := targetElementString(el)
 			t.set[lowerString(s)] = arrayEntry{index: i, str: s}
 		}
 		keys := make([]string, 0, len(t.set))
@@ -655,35 +652,17 @@ func (c *compiler) compileTarget(raw json.RawMessage, regex bool) target {
 		t.kind = targetObject
 		t.obj = make(map[string]string, len(x))
 		for k, el := range x {
-			t.obj[k] = elementString(el)
+			t.obj[k] = targetElementString(el)
 		}
 	}
 	return t
 }
 
-// compileRegex compiles a str_matches pattern: RE2 first, then (for
-// look-around and back-references, which SC's fancy-regex accepts) a
-// backtracking engine.
+// compileRegex compiles a str_matches pattern with SC's (fancy-regex)
+// reading of it: RE2 where it can run the pattern, a backtracking engine for
+// look-around, back-references and the like (unless disabled).
 func (c *compiler) compileRegex(pattern string) matcher {
-	if re, err := regexp.Compile(pattern); err == nil {
-		return re
-	}
-	if c.opts.DisableRegexFallback {
-		return nil
-	}
-	re, err := regexp2.Compile(pattern, regexp2.RE2)
-	if err != nil {
-		return nil
-	}
-	re.MatchTimeout = regexTimeout
-	return regexp2Matcher{re}
-}
-
-type regexp2Matcher struct{ re *regexp2.Regexp }
-
-func (m regexp2Matcher) MatchString(s string) bool {
-	ok, err := m.re.MatchString(s)
-	return ok && err == nil
+	return compileRustRegex(pattern, !c.opts.DisableRegexFallback)
 }
 
 func (c *compiler) compileMappings(oraw, rraw json.RawMessage) {

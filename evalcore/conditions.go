@@ -1,6 +1,7 @@
 package evalcore
 
 import (
+	"errors"
 	"math"
 	"math/big"
 	"strings"
@@ -111,10 +112,20 @@ func (c *evalCtx) experimentGroup(cond *condition) *value {
 	}
 	sub := c.e.getCtx(c.u)
 	sub.now, sub.hasNow = c.nowMs(), true
+	// SC runs a separate, complete evaluation here: its own nesting count,
+	// and an error there only means "no group". An experiment that reaches
+	// itself this way recurses without end (SC overflows its stack); the
+	// depth carried over stops that, and that error does go up.
+	sub.depth = c.depth + 1
 	sub.evaluate(cond.field.name, typeExperiment)
 	group, ok := sub.st.groupName, sub.st.hasGroup
+	err := sub.st.err
 	c.e.putCtx(sub)
-	if !ok {
+	if errors.Is(err, errRecursion) {
+		c.st.err = err
+		return nil
+	}
+	if err != nil || !ok {
 		return nil
 	}
 	c.scratch = newStringValue(group)

@@ -234,7 +234,13 @@ func checkRecord(e *Evaluator, users []*User, line []byte, resolve func(any) any
 		got["value"], got["rule_id"], got["id_type"] = r.Value, r.RuleID, r.IDType
 		gotExps = r.SecondaryExposures
 	case "config":
-		r := e.GetConfig(u, name)
+		// read as the runner reads it: by the entity the rule set names
+		var entity string
+		_ = json.Unmarshal(rec["entity"], &entity)
+		r := e.GetDynamicConfig(u, name)
+		if entity == "experiment" {
+			r = e.GetExperiment(u, name)
+		}
 		var v any
 		_ = json.Unmarshal(r.Value, &v)
 		got["value"], got["rule_id"], got["id_type"], got["group_name"] = v, r.RuleID, r.IDType, r.GroupName
@@ -283,7 +289,11 @@ func checkRecord(e *Evaluator, users []*User, line []byte, resolve func(any) any
 			continue
 		}
 		ok := false
-		if alts != nil && (k == "undelegated_secondary_exposures") == (kind == "layer") {
+		// The runner reads experiments' exposures from the direct
+		// evaluation, everything else's from an initialize response.
+		var entity string
+		_ = json.Unmarshal(rec["entity"], &entity)
+		if alts != nil && (k == "undelegated_secondary_exposures") == (kind == "layer") && entity != "experiment" {
 			for _, a := range alts(userIdx, kind, name) {
 				if reflect.DeepEqual(w, dedupeExposures(a)) {
 					ok = true

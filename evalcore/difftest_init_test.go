@@ -168,12 +168,17 @@ func compareInitCase(c regressionCase) []string {
 			out = append(out, fmt.Sprintf("user %d: %v", rec.User, err))
 			continue
 		}
-		// The response in evalcore's own (sorted) order, then in shuffled
-		// orders, as SC's random map order could have built it.
+		// The response in evalcore's own (sorted) order, then (only when
+		// that one differs) in shuffled orders, as SC's random map order
+		// could have built it.
+		dropRandomSampling(c.RuleSet, rec.Response)
 		var gots []map[string]any
 		shuffle := rand.New(rand.NewPCG(uint64(rec.User), uint64(len(c.RuleSet))))
 		var failed string
 		for v := 0; v <= orderVariants && failed == ""; v++ {
+			if v == 1 && len(compareGCIRAny(rec.Response, gots)) == 0 {
+				break
+			}
 			opts := InitOptions{Hash: HashAlgorithm(rec.Hash), ClientKey: c.ClientKey}
 			if v > 0 {
 				opts.permute = func(names []string) []string {
@@ -199,7 +204,6 @@ func compareInitCase(c regressionCase) []string {
 			out = append(out, fmt.Sprintf("user %d hash %s: %s", rec.User, rec.Hash, failed))
 			continue
 		}
-		dropRandomSampling(c.RuleSet, rec.Response)
 		if diffs := compareGCIRAny(rec.Response, gots); len(diffs) > 0 {
 			out = append(out, fmt.Sprintf("user %d hash %s: %s", rec.User, rec.Hash, strings.Join(diffs, "; ")))
 		}
@@ -245,8 +249,12 @@ var initClientKeys = []string{"", "client-key-a", "client-key-b", "client-key-c"
 
 func TestDifferentialInitialize(t *testing.T) {
 	dir := referenceDir(t)
-	rounds, seed := diffRoundsAndSeed(10)
-	for round := 0; round < rounds; round++ {
+	first, rounds, seed := diffRoundsAndSeed(10)
+	var responses, failed int
+	defer func() {
+		t.Logf("seed %d, rounds %d-%d: %d reference responses compared, %d rounds mismatching", seed, first, first+rounds-1, responses, failed)
+	}()
+	for round := first; round < first+rounds; round++ {
 		g := &ruleGen{r: rand.New(rand.NewPCG(seed, uint64(round)+1<<32)), apps: true}
 		payload, users := g.ruleSet(), g.users(12)
 		c := regressionCase{RuleSet: payload, Users: users, ClientKey: initClientKeys[g.r.IntN(len(initClientKeys))]}
@@ -264,10 +272,12 @@ func TestDifferentialInitialize(t *testing.T) {
 			recs = runReferenceInit(t, dir, payload, c.Users, c.ClientKey)
 		}
 		c.Initialize = recs
+		responses += len(recs)
 		diffs := compareInitCase(c)
 		if len(diffs) == 0 {
 			continue
 		}
+		failed++
 		if d := os.Getenv("SIGEDGE_DIFFTEST_DUMP"); d != "" {
 			// Unshrunk failing cases, for investigation.
 			_ = os.WriteFile(filepath.Join(d, fmt.Sprintf("init_s%d_r%d.json", seed, round)), marshalCase(c), 0o644)
@@ -282,8 +292,13 @@ func TestDifferentialInitialize(t *testing.T) {
 	}
 }
 
-func diffRoundsAndSeed(defRounds int) (int, uint64) {
-	rounds := defRounds
+// diffRoundsAndSeed reads SIGEDGE_DIFFTEST_FIRST (the first round, so one
+// failing round can be replayed alone), _ROUNDS and _SEED.
+func diffRoundsAndSeed(defRounds int) (int, int, uint64) {
+	first, rounds := 0, defRounds
+	if s := os.Getenv("SIGEDGE_DIFFTEST_FIRST"); s != "" {
+		first, _ = strconv.Atoi(s)
+	}
 	if s := os.Getenv("SIGEDGE_DIFFTEST_ROUNDS"); s != "" {
 		rounds, _ = strconv.Atoi(s)
 	}
@@ -291,7 +306,7 @@ func diffRoundsAndSeed(defRounds int) (int, uint64) {
 	if s := os.Getenv("SIGEDGE_DIFFTEST_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
-	return rounds, seed
+	return first, rounds, seed
 }
 
 // recordMismatch shrinks a mismatching case and, with SIGEDGE_DIFFTEST_RECORD=1,
@@ -385,7 +400,21 @@ func shrinkCase(t *testing.T, dir string, c regressionCase) regressionCase {
 		}
 		return n, len(compareCase(t, n)) > 0
 	}
-	// Users: keep only those that mismatch, when that still fails.
+	// Users: first try the first mismatching user alone, then drop users
+	// one at a time.
+	diffs := compareInitCase(c)
+	if !isInit {
+		diffs = compareCase(t, c)
+	}
+	for _, d := range diffs {
+		var u int
+		if _, err := fmt.Sscanf(d, "user %d", &u); err == nil && u < len(c.Users) && len(c.Users) > 1 {
+			if n, bad := try(c.RuleSet, []json.RawMessage{c.Users[u]}); bad {
+				c = n
+			}
+			break
+		}
+	}
 	for i := 0; i < len(c.Users) && budget > 0 && len(c.Users) > 1; {
 		users := append(append([]json.RawMessage(nil), c.Users[:i]...), c.Users[i+1:]...)
 		if n, bad := try(c.RuleSet, users); bad {
@@ -416,17 +445,33 @@ func shrinkCase(t *testing.T, dir string, c regressionCase) regressionCase {
 			}
 		}
 	}
-	// Rule set: try removing one piece at a time until nothing more goes.
-	for changed := true; changed && budget > 0; {
-		changed = false
-		for _, cand := range shrinkCandidates(c.RuleSet) {
-			if budget <= 0 {
+	// A v1 rule set shrinks in its dcs-v2 form, when that still mismatches.
+	if top, err := decodeObject(c.RuleSet); err == nil && !isV2(top) && budget > 0 {
+		if v2, err := ConvertToV2(c.RuleSet); err == nil {
+			if n, bad := try(v2, c.Users); bad {
+				c = n
+			}
+		}
+	}
+	// Rule set: remove one piece at a time (specs, then rules, then
+	// conditions). After a success the candidates are listed again from the
+	// smaller rule set and the walk goes on from the same position, so
+	// pieces already found necessary are not tried again in that pass.
+	for pass := 0; pass < 2 && budget > 0; pass++ {
+		changed := false
+		for i := 0; budget > 0; {
+			cands := shrinkCandidates(c.RuleSet)
+			if i >= len(cands) {
 				break
 			}
-			if n, bad := try(cand, c.Users); bad {
+			if n, bad := try(cands[i], c.Users); bad {
 				c, changed = n, true
-				break
+				continue
 			}
+			i++
+		}
+		if !changed {
+			break
 		}
 	}
 	return c
@@ -451,15 +496,27 @@ func shrinkCandidates(payload []byte) [][]byte {
 			out = append(out, b)
 		}
 	}
-	for _, k := range []string{"session_replay_info", "sdk_keys_to_app_ids", "hashed_sdk_keys_to_app_ids", "app_id", "cmab_configs", "param_stores", "default_environment"} {
+	for _, k := range []string{"session_replay_info", "sdk_keys_to_app_ids", "hashed_sdk_keys_to_app_ids", "app_id", "cmab_configs", "param_stores", "default_environment", "overrides"} {
 		if _, ok := top[k]; ok {
 			emit(func(m map[string]any) { delete(m, k) })
 		}
 	}
-	for _, sec := range []string{"param_stores", "cmab_configs", "layer_configs", "dynamic_configs", "feature_gates"} {
+	if m, ok := top["experiment_to_layer"].(map[string]any); ok {
+		for _, name := range sortedKeys(m) {
+			emit(func(m map[string]any) { delete(m["experiment_to_layer"].(map[string]any), name) })
+		}
+	}
+	// Whole specs first, then rules, then conditions: big steps first.
+	secs := []string{"param_stores", "cmab_configs", "layer_configs", "dynamic_configs", "feature_gates"}
+	for _, sec := range secs {
 		specs, _ := top[sec].(map[string]any)
 		for _, name := range sortedKeys(specs) {
 			emit(func(m map[string]any) { delete(m[sec].(map[string]any), name) })
+		}
+	}
+	for _, sec := range secs {
+		specs, _ := top[sec].(map[string]any)
+		for _, name := range sortedKeys(specs) {
 			sp, _ := specs[name].(map[string]any)
 			rules, _ := sp["rules"].([]any)
 			for i := range rules {
@@ -468,6 +525,18 @@ func shrinkCandidates(payload []byte) [][]byte {
 					rl := s["rules"].([]any)
 					s["rules"] = append(rl[:i:i], rl[i+1:]...)
 				})
+			}
+			if _, ok := sp["targetAppIDs"]; ok {
+				emit(func(m map[string]any) { delete(m[sec].(map[string]any)[name].(map[string]any), "targetAppIDs") })
+			}
+		}
+	}
+	for _, sec := range secs {
+		specs, _ := top[sec].(map[string]any)
+		for _, name := range sortedKeys(specs) {
+			sp, _ := specs[name].(map[string]any)
+			rules, _ := sp["rules"].([]any)
+			for i := range rules {
 				r, _ := rules[i].(map[string]any)
 				conds, _ := r["conditions"].([]any)
 				for j := range conds {
@@ -478,16 +547,17 @@ func shrinkCandidates(payload []byte) [][]byte {
 					})
 				}
 			}
-			if _, ok := sp["targetAppIDs"]; ok {
-				emit(func(m map[string]any) { delete(m[sec].(map[string]any)[name].(map[string]any), "targetAppIDs") })
-			}
 		}
 	}
 	return out
 }
 
-// pruneConditions drops condition_map entries no rule references.
+// pruneConditions drops condition_map entries no rule references (and
+// override_rules once no override is left).
 func pruneConditions(m map[string]any) {
+	if _, ok := m["overrides"]; !ok {
+		delete(m, "override_rules")
+	}
 	cm, _ := m["condition_map"].(map[string]any)
 	if cm == nil {
 		return
@@ -611,7 +681,11 @@ func (g *ruleGen) appExtras(top map[string]any) {
 // TestShrinkCandidates: every candidate is smaller and keeps only referenced conditions.
 func TestShrinkCandidates(t *testing.T) {
 	g := &ruleGen{r: rand.New(rand.NewPCG(3, 4)), apps: true}
-	payload := g.ruleSet()
+	// (shrinking works on dcs-v2; the generator writes v1 now and then)
+	payload, err := ConvertToV2(g.ruleSet())
+	if err != nil {
+		t.Fatal(err)
+	}
 	cands := shrinkCandidates(payload)
 	if len(cands) < 10 {
 		t.Fatalf("only %d candidates", len(cands))

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -57,9 +56,9 @@ func runReference(t *testing.T, dir string, payload []byte, users []json.RawMess
 }
 
 // gcirExposureAlternatives returns the secondary exposures of every gate and
-// the undelegated exposures of every layer in u's initialize response, built
-// in evalcore's order and in orderVariants shuffled ones, keyed "gate/name"
-// and "layer/name".
+// dynamic config and the undelegated exposures of every layer in u's
+// initialize response, built in evalcore's order and in orderVariants
+// shuffled ones, keyed "gate/name", "config/name" and "layer/name".
 func gcirExposureAlternatives(e *Evaluator, u *User) map[string][][]expExposure {
 	out := map[string][][]expExposure{}
 	if u == nil {
@@ -83,6 +82,9 @@ func gcirExposureAlternatives(e *Evaluator, u *User) map[string][][]expExposure 
 			Gates map[string]struct {
 				Secondary []expExposure `json:"secondary_exposures"`
 			} `json:"feature_gates"`
+			Configs map[string]struct {
+				Secondary []expExposure `json:"secondary_exposures"`
+			} `json:"dynamic_configs"`
 			Layers map[string]struct {
 				Undelegated []expExposure `json:"undelegated_secondary_exposures"`
 			} `json:"layer_configs"`
@@ -92,6 +94,9 @@ func gcirExposureAlternatives(e *Evaluator, u *User) map[string][][]expExposure 
 		}
 		for n, g := range resp.Gates {
 			out["gate/"+n] = append(out["gate/"+n], g.Secondary)
+		}
+		for n, g := range resp.Configs {
+			out["config/"+n] = append(out["config/"+n], g.Secondary)
 		}
 		for n, l := range resp.Layers {
 			out["layer/"+n] = append(out["layer/"+n], l.Undelegated)
@@ -110,13 +115,26 @@ func referenceSurvivors(t *testing.T, dir string, payload []byte, users []json.R
 	if err == nil {
 		return users, recs
 	}
-	var kept []json.RawMessage
+	if _, err := runReferenceTool(t, dir, "evaluate", []string{"--quiet"}, payload, nil); err != nil {
+		t.Logf("the reference refuses the rule set: %.300s", err)
+		return nil, nil
+	}
+	var kept, dropped []json.RawMessage
 	for _, u := range users {
 		if _, err := runReferenceTool(t, dir, "evaluate", []string{"--quiet"}, payload, []json.RawMessage{u}); err != nil {
 			t.Logf("the reference aborts on user %s: %.300s", u, err)
+			dropped = append(dropped, u)
 			continue
 		}
 		kept = append(kept, u)
+	}
+	if d := os.Getenv("SIGEDGE_DIFFTEST_DUMP"); d != "" {
+		// what the reference crashed on, for investigation
+		name := fmt.Sprintf("crash_%x.json", djb2(string(payload)))
+		_ = os.WriteFile(filepath.Join(d, name), marshalCase(regressionCase{RuleSet: payload, Users: dropped}), 0o644)
+	}
+	if len(kept) == 0 {
+		return nil, nil
 	}
 	return kept, runReference(t, dir, payload, kept)
 }
@@ -201,18 +219,30 @@ func readMaybeGzip(path string) ([]byte, error) {
 
 func TestDifferentialRandom(t *testing.T) {
 	dir := referenceDir(t)
-	rounds, seed := diffRoundsAndSeed(10)
-	for round := 0; round < rounds; round++ {
+	first, rounds, seed := diffRoundsAndSeed(10)
+	var records, skipped, failed int
+	defer func() {
+		t.Logf("seed %d, rounds %d-%d: %d reference records compared, %d rounds without any, %d rounds mismatching",
+			seed, first, first+rounds-1, records, skipped, failed)
+	}()
+	for round := first; round < first+rounds; round++ {
 		// Odd rounds add target_app conditions and app ids to the rule set.
 		g := &ruleGen{r: rand.New(rand.NewPCG(seed, uint64(round))), apps: round%2 == 1}
-		payload, users := g.ruleSet(), g.users(25)
+		payload, users := g.ruleSet(), g.users(40)
 		c := regressionCase{RuleSet: payload, Users: users}
 		c.Users, c.Expected = referenceSurvivors(t, dir, payload, users)
-		if round == 0 {
-			t.Logf("round 0: %d reference records", len(c.Expected))
+		if len(c.Users) == 0 {
+			skipped++
+			continue
 		}
+		records += len(c.Expected)
 		if len(compareCase(t, c)) == 0 {
 			continue
+		}
+		failed++
+		if d := os.Getenv("SIGEDGE_DIFFTEST_DUMP"); d != "" {
+			// Unshrunk failing cases, for investigation.
+			_ = os.WriteFile(filepath.Join(d, fmt.Sprintf("random_s%d_r%d.json", seed, round)), marshalCase(c), 0o644)
 		}
 		c = recordMismatch(t, dir, c, fmt.Sprintf("random_s%d_r%d.json", seed, round))
 		for i, d := range compareCase(t, c) {
@@ -224,219 +254,58 @@ func TestDifferentialRandom(t *testing.T) {
 	}
 }
 
-// ruleGen builds small random rule sets aimed at the risky corners:
-// type coercion, versions, times, any/none with odd types, regexes, eq,
-// nested gates, layers, disabled specs and unsupported conditions.
-type ruleGen struct {
-	r     *rand.Rand
-	conds map[string]any
-	gates []string
-	apps  bool // add initialize-only parts (appExtras, target_app conditions)
-}
-
-func (g *ruleGen) pick(xs ...any) any { return xs[g.r.IntN(len(xs))] }
-
-var genFields = []string{"email", "userID", "appVersion", "level", "Level", "tags", "flag", "ts", "country", "locale", "ip", "plan", "obj", "user_id", "app_version", "missing"}
-
-func (g *ruleGen) target() any {
-	switch g.r.IntN(14) {
-	case 0:
-		return nil
-	case 1:
-		return g.pick(true, false)
-	case 2:
-		return g.pick(9, 9.5, 0, -1, 1e21, 1700000000, 1700000000000, 4086454689000)
-	case 3:
-		return g.pick("9", "9.0", "1.2.3", "1.3", "v1.3", "1..2", " 2 ", "abc", "", "true", "2023-01-01T00:00:00Z", "2023-01-01 00:00:00", "1700000000", "^a.*", `(a)\1`, "(?=x)x", "[", "A_USER")
-	case 4, 5, 6:
-		n := g.r.IntN(4)
-		arr := make([]any, n)
-		for i := range arr {
-			arr[i] = g.pick("9", "9.0", 9, 9.0, 1.5, true, "a", "A", "vip", "", "1.2.3", nil, "@statsig.com", "us", "US", "a_user")
-		}
-		return arr
-	case 7:
-		return map[string]any{"9": true, "a": true, "A": false}
-	default:
-		return g.pick("1.2", "a", "us", "9", "vip", "x@statsig.com", []any{"a_user", "9", "us"})
+// TestDifferentialCase runs one hand-written (or dumped) case, a JSON file
+// named by SIGEDGE_DIFFTEST_CASE holding {"ruleset": ..., "users": [...]},
+// through the reference and evalcore; SIGEDGE_DIFFTEST_SHRINK=1 shrinks a
+// mismatching one; with SIGEDGE_DIFFTEST_RECORD=1 a mismatching (or,
+// with SIGEDGE_DIFFTEST_KEEP=1, any) case is stored unshrunk in
+// testdata/regress under the file's base name.
+func TestDifferentialCase(t *testing.T) {
+	dir := referenceDir(t)
+	path := os.Getenv("SIGEDGE_DIFFTEST_CASE")
+	if path == "" {
+		t.Skip("SIGEDGE_DIFFTEST_CASE names no case file")
 	}
-}
-
-var genOps = []string{"gt", "gte", "lt", "lte", "version_gt", "version_gte", "version_lt", "version_lte", "version_eq", "version_neq",
-	"any", "none", "any_case_sensitive", "none_case_sensitive", "str_starts_with_any", "str_ends_with_any", "str_contains_any",
-	"str_contains_none", "str_matches", "eq", "neq", "before", "after", "on", "array_contains_any", "array_contains_none",
-	"array_contains_all", "not_array_contains_all", "in_segment_list", "not_in_segment_list", "encoded_any", "bogus"}
-
-func (g *ruleGen) condition() string {
-	id := "c" + strconv.Itoa(len(g.conds))
-	c := map[string]any{"idType": g.pick("userID", "userID", "companyID", "stableID")}
-	if g.apps && g.r.IntN(8) == 0 {
-		c["type"] = "target_app"
-		c["operator"] = g.pick("any", "none", "eq", "neq", "any_case_sensitive", "str_contains_any")
-		c["targetValue"] = g.pick([]any{"app_a"}, []any{"app_b", "app_c"}, "app_a", nil, []any{"APP_C"})
-		g.conds[id] = c
-		return id
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	switch g.r.IntN(20) {
-	case 0:
-		c["type"] = "public"
-	case 1, 2:
-		c["type"] = g.pick("pass_gate", "fail_gate")
-		if len(g.gates) > 0 && g.r.IntN(5) > 0 {
-			c["targetValue"] = g.gates[g.r.IntN(len(g.gates))]
-		} else {
-			c["targetValue"] = g.pick("missing_gate", "segment:missing", "", 5)
-		}
-	case 3:
-		c["type"] = "user_bucket"
-		c["operator"] = g.pick("lt", "gte", "any", "none")
-		c["additionalValues"] = map[string]any{"salt": "salt" + strconv.Itoa(g.r.IntN(3))}
-		if c["operator"] == "any" || c["operator"] == "none" {
-			m := map[string]any{}
-			for i := 0; i < 300; i++ {
-				m[strconv.Itoa(g.r.IntN(1000))] = true
-			}
-			c["targetValue"] = m
-		} else {
-			c["targetValue"] = g.r.IntN(1000)
-		}
-	case 4:
-		c["type"] = "current_time"
-		c["operator"] = g.pick("before", "after", "on", "gt")
-		c["targetValue"] = g.pick(4086454689000, 1600000000000, "2099-01-01T00:00:00Z", 1700000000)
-	case 5:
-		c["type"] = "environment_field"
-		c["field"] = g.pick("tier", "Tier", "region")
-		c["operator"] = g.pick("any", "none", "eq")
-		c["targetValue"] = g.pick([]any{"staging", "production"}, "staging", nil)
-	case 6:
-		c["type"] = "unit_id"
-		c["operator"] = genOps[g.r.IntN(len(genOps))]
-		c["targetValue"] = g.target()
-	case 7:
-		c["type"] = g.pick("javascript", "multi_pass_gate", "ip_based", "ua_based", "target_app")
-		c["field"] = g.pick("country", "Country", "os_name", "ip")
-		c["operator"] = g.pick("any", "none", "eq")
-		c["targetValue"] = g.pick([]any{"US", "JP"}, nil, "")
-	default:
-		c["type"] = "user_field"
-		c["field"] = genFields[g.r.IntN(len(genFields))]
-		if g.r.IntN(30) > 0 {
-			c["operator"] = genOps[g.r.IntN(len(genOps))]
-		}
-		c["targetValue"] = g.target()
+	var c regressionCase
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
 	}
-	g.conds[id] = c
-	return id
-}
-
-func (g *ruleGen) rule(id string, ret any, extra map[string]any) map[string]any {
-	n := 1 + g.r.IntN(3)
-	conds := make([]string, n)
-	for i := range conds {
-		conds[i] = g.condition()
+	c.Initialize = nil // answers come from the reference, not the file
+	c.Users, c.Expected = referenceSurvivors(t, dir, c.RuleSet, c.Users)
+	// SIGEDGE_DIFFTEST_NOINIT=1: evaluations only (initialize responses of
+	// a large case make its replay slow)
+	if os.Getenv("SIGEDGE_DIFFTEST_NOINIT") != "1" {
+		if c.Initialize, err = referenceInit(t, dir, c.RuleSet, c.Users, c.ClientKey); err != nil {
+			t.Fatal(err)
+		}
 	}
-	r := map[string]any{"name": id, "id": id, "salt": g.pick("", "rs", id), "passPercentage": g.pick(100, 100, 0, 50, 12.5),
-		"returnValue": ret, "idType": g.pick("userID", "companyID"), "conditions": conds}
-	for k, v := range extra {
-		r[k] = v
+	diffs := append(compareCase(t, c), compareInitCase(c)...)
+	if len(diffs) > 0 && os.Getenv("SIGEDGE_DIFFTEST_SHRINK") == "1" {
+		// (with SIGEDGE_DIFFTEST_NOINIT=1 it shrinks on evaluations alone)
+		c = shrinkCase(t, dir, c)
+		diffs = append(compareCase(t, c), compareInitCase(c)...)
 	}
-	return r
-}
-
-func (g *ruleGen) ruleSet() json.RawMessage {
-	g.conds = map[string]any{}
-	gates := map[string]any{}
-	for i := 0; i < 8; i++ {
-		name := fmt.Sprintf("gate_%d", i)
-		if i%4 == 3 {
-			name = fmt.Sprintf("segment:seg_%d", i)
+	if os.Getenv("SIGEDGE_DIFFTEST_RECORD") == "1" && (len(diffs) > 0 || os.Getenv("SIGEDGE_DIFFTEST_KEEP") == "1") {
+		if c.Note == "" {
+			c.Note = "crafted case checked by TestDifferentialCase"
 		}
-		var rules []any
-		for j := 0; j < 1+g.r.IntN(3); j++ {
-			rules = append(rules, g.rule(fmt.Sprintf("%s_r%d", name, j), g.pick(true, true, false), nil))
+		if err := os.WriteFile(filepath.Join("testdata", "regress", filepath.Base(path)), marshalCase(c), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		entity := "feature_gate"
-		if strings.HasPrefix(name, "segment:") {
-			entity = "segment"
-		}
-		gates[name] = map[string]any{"type": "feature_gate", "entity": entity, "salt": "salt_" + name,
-			"enabled": g.r.IntN(5) > 0, "defaultValue": g.r.IntN(6) == 0, "idType": "userID", "rules": rules}
-		g.gates = append(g.gates, name)
 	}
-	configs := map[string]any{}
-	for i := 0; i < 4; i++ {
-		name := fmt.Sprintf("exp_%d", i)
-		var rules []any
-		for j := 0; j < 1+g.r.IntN(3); j++ {
-			rules = append(rules, g.rule(fmt.Sprintf("%s_r%d", name, j), map[string]any{"p": j, "name": name},
-				map[string]any{"groupName": g.pick("Control", "Test", nil), "isExperimentGroup": g.pick(true, false, nil)}))
-		}
-		entity := g.pick("experiment", "dynamic_config", "autotune").(string)
-		spec := map[string]any{"type": "dynamic_config", "entity": entity, "salt": "salt_" + name,
-			"enabled": g.r.IntN(5) > 0, "defaultValue": map[string]any{"p": "default"}, "idType": g.pick("userID", "stableID"),
-			"rules": rules, "isActive": g.pick(true, false, nil), "explicitParameters": g.pick([]any{"p"}, nil)}
-		if g.r.IntN(2) == 0 {
-			spec["version"] = g.r.IntN(20)
-		}
-		configs[name] = spec
+	limit := 20
+	if os.Getenv("SIGEDGE_DIFFTEST_VERBOSE") == "1" {
+		limit = len(diffs)
 	}
-	layers := map[string]any{}
-	for i := 0; i < 2; i++ {
-		name := fmt.Sprintf("layer_%d", i)
-		var rules []any
-		for j := 0; j < 1+g.r.IntN(3); j++ {
-			rules = append(rules, g.rule(fmt.Sprintf("%s_r%d", name, j), map[string]any{"p": "layer"},
-				map[string]any{"configDelegate": g.pick(fmt.Sprintf("exp_%d", g.r.IntN(4)), "nope", nil)}))
+	for i, d := range diffs {
+		if i >= limit {
+			t.Errorf("... and %d more", len(diffs)-i)
+			break
 		}
-		layers[name] = map[string]any{"type": "dynamic_config", "entity": "layer", "salt": "salt_" + name,
-			"enabled": true, "defaultValue": map[string]any{"p": "layer_default", "q": 1}, "idType": "userID", "rules": rules}
+		t.Error(d)
 	}
-	top := map[string]any{"response_format": "dcs-v2", "has_updates": true, "time": 1000,
-		"feature_gates": gates, "dynamic_configs": configs, "layer_configs": layers,
-		"experiment_to_layer": map[string]any{}, "condition_map": g.conds}
-	if g.apps {
-		g.appExtras(top)
-	}
-	b, _ := json.Marshal(top)
-	return b
-}
-
-func (g *ruleGen) users(n int) []json.RawMessage {
-	vals := []any{"9", 9, 9.0, 9.5, "9.0", -1, 1e21, "1e3", true, false, "true", "TRUE", nil, "", " ", "a_user", "A_USER",
-		[]any{"vip", 9}, []any{}, map[string]any{"a": "1"}, "1.2.3", "1.3", "1..2", "v1.3", "1.2.3-beta", "2023-01-01T00:00:00Z",
-		"2023-01-01 00:00:00", 1700000000, 1700000000000, "1700000000", "x@statsig.com", "aa", "US", "us", "1.1.1.1", "ünï"}
-	var out []json.RawMessage
-	for i := 0; i < n; i++ {
-		u := map[string]any{}
-		if g.r.IntN(6) > 0 {
-			u["userID"] = g.pick("a_user", "9", "", "user_"+strconv.Itoa(i), "A_USER")
-		}
-		if g.r.IntN(3) == 0 {
-			u["customIDs"] = map[string]any{g.pick("companyID", "companyid", "stableID").(string): g.pick("123", "", "c"+strconv.Itoa(i))}
-		}
-		for _, f := range []string{"email", "appVersion", "country", "locale", "ip"} {
-			if g.r.IntN(3) == 0 {
-				if s, ok := vals[g.r.IntN(len(vals))].(string); ok {
-					u[f] = s
-				}
-			}
-		}
-		custom := map[string]any{}
-		for j := 0; j < g.r.IntN(5); j++ {
-			custom[genFields[g.r.IntN(len(genFields))]] = vals[g.r.IntN(len(vals))]
-		}
-		if len(custom) > 0 {
-			u["custom"] = custom
-		}
-		if g.r.IntN(5) == 0 {
-			u["privateAttributes"] = map[string]any{genFields[g.r.IntN(len(genFields))]: vals[g.r.IntN(len(vals))]}
-		}
-		if g.r.IntN(4) == 0 {
-			u["statsigEnvironment"] = map[string]any{"tier": g.pick("staging", "STAGING", "production")}
-		}
-		b, _ := json.Marshal(u)
-		out = append(out, b)
-	}
-	return out
 }

@@ -64,17 +64,29 @@
 // shared by nested evaluations (stale rule ids and group names leak), the
 // nested-gate memo (per evaluation, per initialize response), unsupported
 // conditions keeping the partial AND, the 300-deep nesting limit (an Error
-// result), fancy-regex patterns (look-around, back-references) through a
-// backtracking fallback, and target-array numbers keyed the way the reference
-// runner's JavaScript prints them. Where SC would crash (a dotted-quad IP of
-// 2^32 or more) evalcore answers "no country".
+// result), a bandit's ":explore" rule-id suffix (which a new-style layer
+// delegating to it reports after its own rule id), and the new layer
+// evaluation's exposure bookkeeping (a delegate passed over leaves its
+// exposures to the next rule). Case-insensitive operators lower-case like
+// Rust (İ, final sigma). str_matches patterns are read the way fancy-regex
+// reads them: \d, \w, \s and \b are Unicode-aware, {,n} is a quantifier,
+// possessive quantifiers, atomic groups, look-around and back-references run
+// on a backtracking engine, and what Rust rejects (\Q, (?-u), ...) never
+// matches; class set operations (&&, --) and \p{Emoji} are not supported.
+// Target-array numbers are keyed the way SC prints them after the reference
+// runner's JavaScript round trip (1e21 as "1e21", 9.0 as "9"). Where SC would
+// crash (a dotted-quad IP of 2^32 or more; an experiment_group condition
+// that reaches its own experiment, a stack overflow) evalcore answers "no
+// country" and the nesting-limit error.
 //
 // In initialize responses SC also writes configs' and layers' JSON as it is
-// (null when unset), lists contextual bandits with the dynamic configs, and
-// evaluates the session-replay targeting gate after every spec without
-// resetting the result. SC walks its spec maps in a random order, so where
-// the shared memo or a leaked result makes the order visible its answers
-// vary from run to run; evalcore uses sorted name order. SC samples session
-// recording at random for rates between 0 and 1; evalcore uses a hash of the
-// user's stable or user id instead.
+// when it is an object or a boolean (null when unset, {} for other JSON),
+// lists contextual bandits with the dynamic configs, and evaluates the
+// session-replay targeting gate after every spec without resetting the
+// result; an entry that hits the nesting limit makes the whole response
+// SC's empty one (no entries, time 0, has_updates false). SC walks its spec
+// maps in a random order, so where the shared memo or a leaked result makes
+// the order visible its answers vary from run to run; evalcore uses sorted
+// name order. SC samples session recording at random for rates between 0
+// and 1; evalcore uses a hash of the user's stable or user id instead.
 package evalcore

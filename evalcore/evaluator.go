@@ -2,6 +2,7 @@ package evalcore
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,15 @@ import (
 
 // maxNesting is SC's limit on nested evaluations (gates, delegates).
 const maxNesting = 300
+
+// errRecursion is the error of an evaluation stopped by maxDepth (where SC
+// itself would overflow its stack). It is ErrNestingLimit to callers.
+var errRecursion = fmt.Errorf("%w (recursion)", ErrNestingLimit)
+
+// maxDepth bounds the actual recursion, which SC's count does not always
+// (see evaluateSpec); SC's own limit is reached first in every evaluation it
+// survives.
+const maxDepth = 4 * maxNesting
 
 // ErrNestingLimit is the error of an evaluation that nests more than 300 deep
 // (e.g. a gate that references itself).
@@ -159,10 +169,27 @@ type state struct {
 	version            uint32
 	samplingRate       uint64
 	overrideName       string
-	exps               []SecondaryExposure
-	undelegated        []SecondaryExposure
-	paramRuleIDs       map[string]string
-	err                error
+	// ruleSuffix is SC's rule_id_suffix (":explore", set by a bandit and
+	// never cleared): reported rule ids carry it, exposures do not. A layer
+	// that delegated to a bandit in the new layer evaluation thus reports
+	// "<layer rule>:explore". suffixFull is suffixBase+ruleSuffix, built once.
+	ruleSuffix, suffixBase, suffixFull string
+	exps                               []SecondaryExposure
+	undelegated                        []SecondaryExposure
+	paramRuleIDs                       map[string]string
+	err                                error
+}
+
+// reportedRuleID is the rule id a result reports: the rule id and SC's
+// rule-id suffix.
+func (st *state) reportedRuleID() string {
+	switch {
+	case st.ruleSuffix == "":
+		return st.ruleID
+	case st.ruleID == st.suffixBase:
+		return st.suffixFull
+	}
+	return st.ruleID + st.ruleSuffix
 }
 
 // evalCtx is SC's EvaluatorContext: one top-level evaluation (or a whole
@@ -177,6 +204,7 @@ type evalCtx struct {
 	appID  *value
 	gcir   bool
 	nested int
+	depth  int // evaluateSpec calls in progress (SC's nested count can restart)
 	epoch  uint32
 	memo   []memoEntry // by RuleSet.gateRefs index
 	hmemo  []hashMemo  // by hash prefix id
@@ -199,6 +227,7 @@ func (e *Evaluator) getCtx(u *User) *evalCtx {
 	c := e.pool.Get().(*evalCtx)
 	c.e, c.rs, c.u = e, e.rs, u
 	c.hasNow = false
+	c.depth = 0
 	c.gcir = false
 	c.appID = nil
 	if e.rs.hasAppID {
@@ -244,6 +273,17 @@ func (c *evalCtx) resetResult() {
 	c.st = state{exps: c.expBuf[:0], undelegated: c.undBuf[:0]}
 }
 
+// resetMid is reset_result in the middle of an evaluation (config mapping):
+// outer nested-gate evaluations may hold their stashed exposure lists in the
+// buffers resetResult hands out, so the current lists are emptied in place
+// instead; that drops what SC's reset drops (the lists in the result) and
+// leaves the stashes alone.
+func (c *evalCtx) resetMid() {
+	exps, und := c.st.exps[:0], c.st.undelegated[:0]
+	c.nested = 0
+	c.st = state{exps: exps, undelegated: und}
+}
+
 // saveBuffers keeps grown slices for reuse.
 func (c *evalCtx) saveBuffers() {
 	if cap(c.st.exps) > cap(c.expBuf) {
@@ -282,6 +322,20 @@ func (c *evalCtx) evaluate(name string, t specType) bool {
 // evaluateSpec is evaluate with the spec already looked up (sp is what
 // lookup(name, t) returns).
 func (c *evalCtx) evaluateSpec(name string, t specType, sp *spec) bool {
+	// SC's nesting count restarts at every config-mapping reset, so a spec
+	// that reaches itself through a mapped spec recurses without end (SC
+	// overflows its stack). The real depth is bounded here instead.
+	if c.depth >= maxDepth {
+		c.st.err = errRecursion
+		return true
+	}
+	c.depth++
+	rec := c.evaluateSpecAt(name, t, sp)
+	c.depth--
+	return rec
+}
+
+func (c *evalCtx) evaluateSpecAt(name string, t specType, sp *spec) bool {
 	if c.rs.hasMapping && c.tryConfigMapping(name, t, sp) {
 		return true
 	}
@@ -560,20 +614,20 @@ func (c *evalCtx) tryConfigMapping(name string, t specType, sp *spec) bool {
 			c.evaluateRule(r)
 			if c.st.err != nil {
 				c.st.err = nil
-				c.resetResult()
+				c.resetMid()
 				continue
 			}
 			if !c.st.boolValue || c.st.unsupported {
-				c.resetResult()
+				c.resetMid()
 				continue
 			}
-			c.resetResult()
+			c.resetMid()
 			if c.passPercentage(r, salt) {
 				c.st.overrideName, c.st.hasOverrideName = m.newConfigName, true
 				if c.evaluate(m.newConfigName, t) && c.st.err == nil {
 					return true
 				}
-				c.resetResult()
+				c.resetMid()
 				break
 			}
 		}

@@ -56,7 +56,9 @@ type InitOptions struct {
 }
 
 // ClientInitializeResponse builds the client initialize response (SC's v1
-// format) for a user, as JSON.
+// format) for a user, as JSON. When an entry cannot be evaluated (the
+// nesting limit), the response is SC's empty one: no entries, time 0,
+// has_updates false.
 func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte, error) {
 	rs := e.rs
 	hash := opts.Hash
@@ -129,7 +131,7 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		c.resetResult()
 		c.evaluate(name, typeGate)
 		if c.st.err != nil {
-			return nil, c.st.err
+			return e.failedInitResponse(u), nil
 		}
 		b, first = w.key(b, name, first)
 		b = append(b, `{"name":`...)
@@ -196,7 +198,7 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		}
 		c.evaluateSpec(name, t, sp)
 		if c.st.err != nil {
-			return nil, c.st.err
+			return e.failedInitResponse(u), nil
 		}
 		if !slices.Contains(bandits, name) {
 			writeConfig(name, sp.entity, t)
@@ -206,7 +208,7 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		c.resetResult()
 		c.evaluateSpec(name, typeExperiment, rs.configs[name])
 		if c.st.err != nil {
-			return nil, c.st.err
+			return e.failedInitResponse(u), nil
 		}
 		writeConfig(name, "", typeExperiment)
 	}
@@ -220,7 +222,7 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		c.resetResult()
 		c.evaluate(name, typeLayer)
 		if c.st.err != nil {
-			return nil, c.st.err
+			return e.failedInitResponse(u), nil
 		}
 		st := &c.st
 		b, first = w.key(b, name, first)
@@ -332,6 +334,19 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 	return b, nil
 }
 
+// failedInitResponse is what SC answers when evaluating some entry fails
+// (the nesting limit): no entries, time 0, has_updates false, and the user.
+func (e *Evaluator) failedInitResponse(u *User) []byte {
+	b := []byte(`{"feature_gates":{},"dynamic_configs":{},"layer_configs":{},"param_stores":{},"time":0,"has_updates":false,"hash_used":"","user":`)
+	b = u.appendLoggable(b, e.envRaw)
+	b = append(b, `,"sdkParams":{},"evaluated_keys":{},"sdkInfo":{}`...)
+	if u.hasPAHash {
+		b = append(b, `,"pa_hash":`...)
+		b = appendJSONString(b, u.paHash)
+	}
+	return append(b, '}')
+}
+
 type gcirWriter struct {
 	hash HashAlgorithm
 	seen map[SecondaryExposure]struct{} // for long exposure lists only
@@ -365,7 +380,7 @@ func (w *gcirWriter) key(b []byte, name string, first bool) ([]byte, bool) {
 // common writes rule_id, id_type and secondary_exposures.
 func (w *gcirWriter) common(b []byte, st *state) []byte {
 	b = append(b, `,"rule_id":`...)
-	b = appendJSONString(b, st.ruleID)
+	b = appendJSONString(b, st.reportedRuleID())
 	b = append(b, `,"id_type":`...)
 	b = appendJSONString(b, st.idType)
 	b = append(b, `,"secondary_exposures":`...)
@@ -413,13 +428,18 @@ func (w *gcirWriter) exposures(b []byte, list []SecondaryExposure) []byte {
 	return append(b, ']')
 }
 
-// appendRawValue writes a result's JSON as SC's initialize response does: as
-// it is (a leaked gate value stays false), null when the result has none.
+// appendRawValue writes a result's JSON as SC's initialize response does:
+// objects and booleans as they are (a leaked gate value stays false), null
+// when the result has none or it is null, and {} for any other JSON (SC
+// keeps a returnable as a boolean or an object only).
 func appendRawValue(b, raw []byte, ok bool) []byte {
-	if !ok || len(raw) == 0 {
+	switch {
+	case !ok || len(raw) == 0 || string(raw) == "null":
 		return append(b, "null"...)
+	case raw[0] == '{' || string(raw) == "true" || string(raw) == "false":
+		return append(b, raw...)
 	}
-	return append(b, raw...)
+	return append(b, "{}"...)
 }
 
 func appendStringList(b []byte, list []string) []byte {

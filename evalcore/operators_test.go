@@ -1,6 +1,8 @@
 package evalcore
 
 import (
+	"encoding/json"
+	"errors"
 	"testing"
 )
 
@@ -162,17 +164,62 @@ func stringsReplace(s, old, new string) string {
 	return s
 }
 
-// TestNestingLimit: a self-referencing gate is an error result, not a crash.
+// TestNestingLimit: a gate that reaches itself (directly, or through an
+// experiment_group condition, where SC itself overflows its stack) is an
+// error result, not a crash; an initialize response then is SC's empty one.
 func TestNestingLimit(t *testing.T) {
-	payload := []byte(`{"response_format":"dcs-v2","time":1,"experiment_to_layer":{},"dynamic_configs":{},"layer_configs":{},
-	"condition_map":{"self":{"type":"pass_gate","targetValue":"loop","idType":"userID"}},
-	"feature_gates":{"loop":{"type":"feature_gate","entity":"feature_gate","salt":"s","enabled":true,"defaultValue":false,"idType":"userID","rules":[{"name":"r","id":"r","passPercentage":100,"returnValue":true,"idType":"userID","conditions":["self"]}]}}}`)
-	e := testEvaluator(mustCompile(t, payload))
-	r := e.CheckGate(mustUser(t, `{"userID":"u"}`), "loop")
-	if r.Reason != ReasonError || r.Value || r.Err == nil {
-		t.Fatalf("got %+v, want an error result", r)
-	}
-	if _, err := e.ClientInitializeResponse(mustUser(t, `{"userID":"u"}`), InitOptions{}); err == nil {
-		t.Fatal("ClientInitializeResponse: want the nesting error")
+	// A config mapping whose rule fails resets SC's nesting count on every
+	// level, so only evalcore's own depth bound stops that loop (SC crashes).
+	mapping := `,"overrides":{"loop":[{"new_config_name":"other","rules":[{"rule_name":"or"}]}]},
+		"override_rules":{"or":{"name":"or","id":"or","passPercentage":100,"returnValue":{},"idType":"userID","conditions":["no"]}}`
+	for _, tc := range []struct {
+		name, cond, extra string
+		gate              bool // the looping spec is a gate (else an experiment)
+	}{
+		{"pass_gate", `{"type":"pass_gate","targetValue":"loop","idType":"userID"}`, "", true},
+		{"experiment_group", `{"type":"experiment_group","field":"loop","operator":"any","targetValue":["g"],"idType":"userID"}`, "", false},
+		{"pass_gate with a mapping", `{"type":"pass_gate","targetValue":"loop","idType":"userID"}`, mapping, true},
+		{"experiment_group with a mapping", `{"type":"experiment_group","field":"loop","operator":"any","targetValue":["g"],"idType":"userID"}`, mapping, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := `{"type":"feature_gate","entity":"feature_gate","salt":"s","enabled":true,"defaultValue":false,"idType":"userID","rules":[{"name":"r","id":"r","passPercentage":100,"returnValue":true,"groupName":"g","idType":"userID","conditions":["self"]}]}`
+			gates, configs := `{"loop":`+spec+`}`, `{}`
+			if !tc.gate {
+				gates, configs = `{}`, `{"loop":`+stringsReplace(spec, `"entity":"feature_gate"`, `"entity":"experiment"`)+`}`
+			}
+			payload := []byte(`{"response_format":"dcs-v2","time":1,"experiment_to_layer":{},"layer_configs":{},
+			"condition_map":{"self":` + tc.cond + `,"no":{"type":"user_field","field":"x","operator":"eq","targetValue":"y","idType":"userID"}},
+			"feature_gates":` + gates + `,"dynamic_configs":` + configs + tc.extra + `}`)
+			e := testEvaluator(mustCompile(t, payload))
+			u := mustUser(t, `{"userID":"u","privateAttributes":{"k":"v"}}`)
+			var ev Evaluation
+			if tc.gate {
+				r := e.CheckGate(u, "loop")
+				if r.Value {
+					t.Errorf("value true for an error result")
+				}
+				ev = r.Evaluation
+			} else {
+				ev = e.GetExperiment(u, "loop").Evaluation
+			}
+			if ev.Reason != ReasonError || !errors.Is(ev.Err, ErrNestingLimit) || ev.RuleID != "" {
+				t.Fatalf("got %+v, want a nesting-limit error result", ev)
+			}
+			b, err := e.ClientInitializeResponse(u, InitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var resp map[string]any
+			if err := json.Unmarshal(b, &resp); err != nil {
+				t.Fatal(err)
+			}
+			// experiment_group is unsupported in initialize responses: no loop there
+			if tc.gate != (resp["has_updates"] == false && resp["time"] == 0.0 && len(resp["feature_gates"].(map[string]any)) == 0) {
+				t.Errorf("initialize response: %s", b)
+			}
+			if resp["user"] == nil || (tc.gate && resp["pa_hash"] == nil) {
+				t.Errorf("initialize response lacks the user or pa_hash: %s", b)
+			}
+		})
 	}
 }

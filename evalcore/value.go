@@ -1,10 +1,13 @@
 package evalcore
 
 import (
+	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // value is a user-side ("left") value with the views SC's DynamicValue offers.
@@ -56,8 +59,10 @@ func newStringValue(s string) value {
 func newNumberValue(f float64) value {
 	s := formatRustFloat(f)
 	v := value{kind: kindNumber, str: s, lower: s, hasStr: true, num: f, hasNum: true}
-	if f == math.Trunc(f) && f >= -9.223372036854775808e18 && f < 9.223372036854775808e18 {
-		v.i, v.hasInt = int64(f), true
+	// SC's int view: Rust's saturating `f as i64`, kept when it converts
+	// back to f exactly, so 2^63 and beyond read as i64::MAX.
+	if i := f64ToI64(f); float64(i) == f {
+		v.i, v.hasInt = i, true
 	}
 	return v
 }
@@ -204,19 +209,78 @@ func parseRFC3339(s string) (int64, bool) {
 	return t.UnixMilli(), true
 }
 
-// lowerString lower-cases like Rust's str::to_lowercase for the common cases
-// (ASCII fast path; Unicode through strings.ToLower).
+// lowerString lower-cases like Rust's str::to_lowercase (ASCII fast path).
 func lowerString(s string) string {
+	upper := false
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= 0x80 {
-			return strings.ToLower(s)
+			return rustLower(s)
 		}
-		if c >= 'A' && c <= 'Z' {
-			return strings.ToLower(s)
-		}
+		upper = upper || c >= 'A' && c <= 'Z'
+	}
+	if upper {
+		return strings.ToLower(s)
 	}
 	return s
+}
+
+// rustLower is str::to_lowercase for any text: per-character mappings as
+// Go's, plus the two places Rust differs, the one multi-character mapping
+// (U+0130 İ becomes "i̇", Go gives "i") and the final-sigma rule (Σ at the
+// end of a word becomes ς).
+func rustLower(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	for i, r := range s {
+		switch r {
+		case 'İ':
+			b.WriteString("i\u0307")
+		case 'Σ':
+			if casedBefore(s[:i]) && !casedAfter(s[i+len("Σ"):]) {
+				b.WriteRune('ς')
+			} else {
+				b.WriteRune('σ')
+			}
+		default:
+			b.WriteRune(unicode.ToLower(r))
+		}
+	}
+	return b.String()
+}
+
+// casedBefore / casedAfter: the nearest character that is not
+// case-ignorable, before / after the position, is cased.
+func casedBefore(s string) bool {
+	for len(s) > 0 {
+		r, size := utf8.DecodeLastRuneInString(s)
+		if !caseIgnorable(r) {
+			return cased(r)
+		}
+		s = s[:len(s)-size]
+	}
+	return false
+}
+
+func casedAfter(s string) bool {
+	for _, r := range s {
+		if !caseIgnorable(r) {
+			return cased(r)
+		}
+	}
+	return false
+}
+
+func cased(r rune) bool {
+	return unicode.In(r, unicode.Lu, unicode.Ll, unicode.Lt, unicode.Other_Lowercase, unicode.Other_Uppercase)
+}
+
+func caseIgnorable(r rune) bool {
+	switch r {
+	case '\'', '.', ':', 0xB7, 0x387, 0x55F, 0x5F4, 0x2018, 0x2019, 0x2024, 0x2027, 0xFE13, 0xFE52, 0xFE55, 0xFF07, 0xFF0E, 0xFF1A:
+		return true // Word_Break MidLetter, MidNumLet, Single_Quote
+	}
+	return unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf, unicode.Lm, unicode.Sk)
 }
 
 // parseI64 is Rust's str::parse::<i64> (optional sign, ASCII digits). It
@@ -263,4 +327,126 @@ func asciiEqualFold(s, word string) bool {
 		}
 	}
 	return true
+}
+
+// targetElementString is the string SC keys a target array element (or an
+// object target's value) by: a string as it is, anything else as
+// serde_json's compact text. The reference runner hands the rule set to SC
+// through JavaScript (JSON.parse, JSON.stringify), so a number reaches serde
+// as JavaScript prints it: 9.0 as 9, 1e21 as 1e+21 (which serde reads as a
+// float and prints as 1e21).
+func targetElementString(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return string(appendTargetJSON(nil, v))
+}
+
+func appendTargetJSON(dst []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(dst, "null"...)
+	case bool:
+		return strconv.AppendBool(dst, x)
+	case json.Number:
+		return appendTargetNumber(dst, numberFloat(x))
+	case string:
+		return appendJSONString(dst, x)
+	case []any:
+		dst = append(dst, '[')
+		for i, el := range x {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendTargetJSON(dst, el)
+		}
+		return append(dst, ']')
+	case map[string]any:
+		dst = append(dst, '{')
+		for i, k := range sortedKeys(x) {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, k)
+			dst = append(dst, ':')
+			dst = appendTargetJSON(dst, x[k])
+		}
+		return append(dst, '}')
+	}
+	return append(dst, "null"...)
+}
+
+// appendTargetNumber writes a rule-set number as it reaches SC: JavaScript's
+// text of it, which serde_json reads as an integer when it is one that fits
+// 64 bits and prints unchanged, and otherwise reads as a float and prints
+// in its shortest form. JSON.stringify writes a number too large for a
+// double as null.
+func appendTargetNumber(dst []byte, f float64) []byte {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return append(dst, "null"...)
+	}
+	js := jsNumberString(f)
+	if isIntegerLiteral(js) {
+		if _, err := strconv.ParseInt(js, 10, 64); err == nil {
+			return append(dst, js...)
+		}
+		if _, err := strconv.ParseUint(js, 10, 64); err == nil {
+			return append(dst, js...)
+		}
+	}
+	return appendSerdeFloat(dst, f)
+}
+
+func isIntegerLiteral(s string) bool {
+	if strings.HasPrefix(s, "-") {
+		s = s[1:]
+	}
+	return s != "" && isDigits(s)
+}
+
+// appendSerdeFloat prints a finite float as serde_json does (the ryu
+// crate's layout): plain decimals with a fraction (integral values end in
+// ".0") while the decimal exponent is small, else d.ddde±x.
+func appendSerdeFloat(dst []byte, f float64) []byte {
+	if f == 0 {
+		if math.Signbit(f) {
+			return append(dst, "-0.0"...)
+		}
+		return append(dst, "0.0"...)
+	}
+	s := strconv.FormatFloat(f, 'e', -1, 64) // [-]d[.ddd]e±xx
+	if s[0] == '-' {
+		dst = append(dst, '-')
+		s = s[1:]
+	}
+	mant, expText, _ := strings.Cut(s, "e")
+	digits := strings.Replace(mant, ".", "", 1)
+	exp, _ := strconv.Atoi(expText)
+	n := len(digits)
+	point := exp + 1 // the decimal point sits after this many digits
+	switch {
+	case point >= n && point <= 16:
+		dst = append(dst, digits...)
+		for i := n; i < point; i++ {
+			dst = append(dst, '0')
+		}
+		return append(dst, '.', '0')
+	case point > 0 && point <= 16:
+		dst = append(dst, digits[:point]...)
+		dst = append(dst, '.')
+		return append(dst, digits[point:]...)
+	case point > -5 && point <= 0:
+		dst = append(dst, '0', '.')
+		for i := point; i < 0; i++ {
+			dst = append(dst, '0')
+		}
+		return append(dst, digits...)
+	}
+	dst = append(dst, digits[0])
+	if n > 1 {
+		dst = append(dst, '.')
+		dst = append(dst, digits[1:]...)
+	}
+	dst = append(dst, 'e')
+	return strconv.AppendInt(dst, int64(point-1), 10)
 }
