@@ -361,7 +361,7 @@ func jsString(v any) string {
 	case nil:
 		return "null"
 	}
-	return string(appendJSValue(nil, v))
+	return string(appendJSONValue(nil, v, appendJSNumber))
 }
 
 // marshalObject writes a map of raw values with sorted keys.

@@ -74,18 +74,21 @@ func elementString(v any) string {
 	if s, ok := v.(string); ok {
 		return s
 	}
-	return string(appendJSValue(nil, v))
+	return string(appendJSONValue(nil, v, appendJSNumber))
 }
 
-// appendJSValue writes a decoded JSON value compactly, numbers as JavaScript prints them.
-func appendJSValue(dst []byte, v any) []byte {
+// appendJSONValue writes a decoded JSON value compactly (object keys sorted), numbers by num. The
+// SDKs' stringifications of one value differ only in how they print numbers: JavaScript's text
+// (appendJSNumber), serde_json's of a user value the JS binding passed as f64 (appendRyu), or
+// of a rule-set number (appendTargetNumber).
+func appendJSONValue(dst []byte, v any, num func([]byte, float64) []byte) []byte {
 	switch x := v.(type) {
 	case nil:
 		return append(dst, "null"...)
 	case bool:
 		return strconv.AppendBool(dst, x)
 	case json.Number:
-		return append(dst, jsNumberString(numberFloat(x))...)
+		return num(dst, numberFloat(x))
 	case string:
 		return appendJSONString(dst, x)
 	case []any:
@@ -94,7 +97,7 @@ func appendJSValue(dst []byte, v any) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSValue(dst, el)
+			dst = appendJSONValue(dst, el, num)
 		}
 		return append(dst, ']')
 	case map[string]any:
@@ -105,12 +108,15 @@ func appendJSValue(dst []byte, v any) []byte {
 			}
 			dst = appendJSONString(dst, k)
 			dst = append(dst, ':')
-			dst = appendJSValue(dst, x[k])
+			dst = appendJSONValue(dst, x[k], num)
 		}
 		return append(dst, '}')
 	}
 	return append(dst, "null"...)
 }
+
+// appendJSNumber writes f as JavaScript prints it.
+func appendJSNumber(dst []byte, f float64) []byte { return append(dst, jsNumberString(f)...) }
 
 const hexDigits = "0123456789abcdef"
 

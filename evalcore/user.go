@@ -282,7 +282,7 @@ func dynamicFromJSON(v any) value {
 		for i, el := range x {
 			nv.arr[i] = dynamicFromJSON(el)
 		}
-		nv.str = string(appendRustJSON(nil, v))
+		nv.str = string(appendJSONValue(nil, v, appendRyu))
 		nv.lower = lowerString(nv.str)
 		nv.hasStr = true
 		return nv
@@ -295,42 +295,6 @@ func dynamicFromJSON(v any) value {
 		return nv
 	}
 	return value{kind: kindNull}
-}
-
-// appendRustJSON writes a decoded JSON value as serde_json's compact text of a
-// user value (numbers are f64s from the JavaScript binding).
-func appendRustJSON(dst []byte, v any) []byte {
-	switch x := v.(type) {
-	case nil:
-		return append(dst, "null"...)
-	case bool:
-		return strconv.AppendBool(dst, x)
-	case json.Number:
-		return appendRyu(dst, numberFloat(x))
-	case string:
-		return appendJSONString(dst, x)
-	case []any:
-		dst = append(dst, '[')
-		for i, el := range x {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendRustJSON(dst, el)
-		}
-		return append(dst, ']')
-	case map[string]any:
-		dst = append(dst, '{')
-		for i, k := range sortedKeys(x) {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendJSONString(dst, k)
-			dst = append(dst, ':')
-			dst = appendRustJSON(dst, x[k])
-		}
-		return append(dst, '}')
-	}
-	return dst
 }
 
 // appendRyu prints a number as serde_json does: integers (that fit i64) without

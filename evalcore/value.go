@@ -1,7 +1,6 @@
 package evalcore
 
 import (
-	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
@@ -339,41 +338,7 @@ func targetElementString(v any) string {
 	if s, ok := v.(string); ok {
 		return s
 	}
-	return string(appendTargetJSON(nil, v))
-}
-
-func appendTargetJSON(dst []byte, v any) []byte {
-	switch x := v.(type) {
-	case nil:
-		return append(dst, "null"...)
-	case bool:
-		return strconv.AppendBool(dst, x)
-	case json.Number:
-		return appendTargetNumber(dst, numberFloat(x))
-	case string:
-		return appendJSONString(dst, x)
-	case []any:
-		dst = append(dst, '[')
-		for i, el := range x {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendTargetJSON(dst, el)
-		}
-		return append(dst, ']')
-	case map[string]any:
-		dst = append(dst, '{')
-		for i, k := range sortedKeys(x) {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendJSONString(dst, k)
-			dst = append(dst, ':')
-			dst = appendTargetJSON(dst, x[k])
-		}
-		return append(dst, '}')
-	}
-	return append(dst, "null"...)
+	return string(appendJSONValue(nil, v, appendTargetNumber))
 }
 
 // appendTargetNumber writes a rule-set number as it reaches SC: JavaScript's
