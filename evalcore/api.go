@@ -229,9 +229,10 @@ func (c *evalCtx) newLayerEval(sp *spec) {
 			if st.err != nil {
 				return
 			}
-			// An unsupported delegate is passed over; the flag stays, so the
-			// next rule ends the evaluation (the result as it then is).
-			if hasPassed || st.unsupported {
+			// A delegate without a value (unsupported) is passed over; the
+			// unsupported flag stays, so the next rule ends the evaluation
+			// with the result as it then is.
+			if hasPassed || !st.hasJSON {
 				continue
 			}
 			// a value that is not an object contributes no parameter

@@ -93,17 +93,22 @@ func (c *compiler) compileCMABs(raw json.RawMessage) {
 // random; evalcore then uses the same hash-based exploration. Like SC it
 // reports the result active exactly when the bandit is enabled, whatever an
 // experiment spec of the same name says, and sets that last: a matching
-// targeting gate would have reset it.
+// targeting gate would have reset it. The id type and version are the
+// bandit's, set (as in SC) after the targeting gate, which may have reset the
+// whole result through a config mapping.
 func (c *evalCtx) evaluateCMAB(name string, cm *cmabConfig) {
 	st := &c.st
-	st.idType, st.hasIDType = cm.idType, true
 	if !st.hasName {
 		st.name, st.hasName = name, true
 	}
-	if cm.hasVersion && !st.hasVersion {
-		st.version, st.hasVersion = cm.version, true
+	identity := func() {
+		st.idType, st.hasIDType = cm.idType, true
+		if cm.hasVersion {
+			st.version, st.hasVersion = cm.version, true
+		}
 	}
 	if !cm.enabled || len(cm.groups) == 0 {
+		identity()
 		st.ruleID, st.hasRule = "prestart", true
 		st.json, st.hasJSON = cm.defaultValue, true
 		st.boolValue = false
@@ -125,6 +130,7 @@ func (c *evalCtx) evaluateCMAB(name string, cm *cmabConfig) {
 		}
 		st.err = nil
 		if !passes {
+			identity()
 			st.ruleID, st.hasRule = "inlineTargetingRules", true
 			st.json, st.hasJSON = cm.defaultValue, true
 			st.boolValue = false
@@ -132,6 +138,7 @@ func (c *evalCtx) evaluateCMAB(name string, cm *cmabConfig) {
 			return
 		}
 	}
+	identity()
 	h := cm.saltHash.Sum64(c.u.unitString(&cm.unit)) % 10000
 	idx := int(float64(h) / (10000.0 / float64(len(cm.groups))))
 	if idx >= len(cm.groups) {

@@ -166,7 +166,7 @@ func (g *ruleGen) atoms(max int) []any {
 // whose text SC prints as floats ("4294967296.0"); off while user.go does
 // not print them so (regression case userjson_array_numbers), as every
 // such user would mismatch.
-const arrayBigNumbers = false
+const arrayBigNumbers = true
 
 // userAtoms is atoms(max) for the inside of a user array.
 func (g *ruleGen) userAtoms(max int) []any {

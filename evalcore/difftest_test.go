@@ -17,10 +17,14 @@ import (
 // Differential testing against the reference SDK (statsig-node-core, run by
 // ../shared/reference). Opt-in: SIGEDGE_DIFFTEST=1, with SIGEDGE_REFERENCE
 // pointing at an installed copy of the runner (npm ci done); rounds and seed
-// from SIGEDGE_DIFFTEST_ROUNDS / SIGEDGE_DIFFTEST_SEED. A mismatching case is
-// shrunk (SIGEDGE_DIFFTEST_SHRINK=0 skips that) and, with
-// SIGEDGE_DIFFTEST_RECORD=1, written into testdata/regress;
-// TestRegressionCases replays those cases always.
+// from SIGEDGE_DIFFTEST_ROUNDS / SIGEDGE_DIFFTEST_SEED (SIGEDGE_DIFFTEST_FIRST
+// starts at a later round, to replay one). A mismatching case is shrunk
+// (SIGEDGE_DIFFTEST_SHRINK=0 skips that; SIGEDGE_DIFFTEST_SHRINK_BUDGET bounds
+// the reference runs) and, with SIGEDGE_DIFFTEST_RECORD=1, written into
+// testdata/regress; TestRegressionCases replays those cases always.
+// SIGEDGE_DIFFTEST_DUMP=dir keeps unshrunk mismatching cases, and the rule
+// sets and users the reference crashed on, for TestDifferentialCase
+// (SIGEDGE_DIFFTEST_CASE=file), which also checks hand-written cases.
 
 // regressionCase is a rule set, users and the reference's answers: evaluation
 // records (Expected) and/or initialize records (Initialize, for ClientKey).

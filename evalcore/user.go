@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -297,10 +298,12 @@ func dynamicFromJSON(v any) value {
 	return value{kind: kindNull}
 }
 
-// appendRyu prints a number as serde_json does: integers (that fit i64) without
+// appendRyu prints a number as serde_json does: integers (as the binding passes them) without
 // a fraction, other floats in ryu's shortest form ("1.5", "1e21", "1.0e-7" style).
 func appendRyu(dst []byte, f float64) []byte {
-	if f == float64(int64(f)) && f > -9.2e18 && f < 9.2e18 {
+	// The JavaScript binding hands SC whole numbers in the int32/uint32 range as integers and
+	// every other number as an f64, which serde_json prints with a fraction or exponent.
+	if f == math.Trunc(f) && f >= math.MinInt32 && f <= math.MaxUint32 {
 		return strconv.AppendInt(dst, int64(f), 10)
 	}
 	e := strconv.FormatFloat(f, 'e', -1, 64)
