@@ -136,7 +136,7 @@ func (s *share) openIDLists(ctx context.Context, js jetstream.JetStream, cfg con
 	}
 	s.obs, s.objTTL, s.idWatcher = obs, stream.MaxAge, w
 	s.c.wg.Add(1)
-	go s.watchIDLists()
+	go s.followPuts(s.idWatcher, s.installSharedIDLists)
 	s.c.logger.Info("sharing ID lists through a JetStream object store", "object_store", name, "object_ttl", s.objTTL)
 	return nil
 }
@@ -153,55 +153,39 @@ func (s *share) leadIDLists(ks *keyState) bool {
 	return s.hold(leaseKey(ks.hash, idListLease), &ks.ids.lease, synced, nil, s.c.logger.With("key", ks.hash, "lease", idListLease))
 }
 
-// watchIDLists installs the manifests other proxies publish, for the keys whose ID lists this proxy
-// serves.
-func (s *share) watchIDLists() {
-	defer s.c.wg.Done()
-	for {
-		var e jetstream.KeyValueEntry
-		var ok bool
-		select {
-		case <-s.c.ctx.Done():
-			return
-		case e, ok = <-s.idWatcher.Updates():
-			if !ok {
-				return
-			}
-		}
-		if e == nil || e.Operation() != jetstream.KeyValuePut {
-			continue
-		}
-		hash, ok := parseIDsKey(e.Key())
-		if !ok {
-			continue
-		}
-		v, ok := s.c.byHash.Load(hash)
-		if !ok {
-			continue
-		}
-		ks := v.(*keyState)
-		if ks.ids.set.Load() == nil {
-			continue // no SDK asked this proxy for them
-		}
-		m, err := decodeIDManifest(e.Value())
-		if err != nil {
-			s.c.m.idListSyncs.WithLabelValues("region", "rejected").Inc()
-			s.c.logger.Warn("ignoring an unusable ID-list manifest in the KV bucket", "key", hash, "err", err)
-			continue
-		}
-		if m.Holder == s.id {
-			continue // our own publication
-		}
-		// The poll goroutine may hold the lock for a sync; this watcher then waits, which is fine:
-		// the manifests of other keys are small and nothing is lost, only delayed.
-		ks.ids.mu.Lock()
-		ctx, cancel := context.WithTimeout(s.c.ctx, idShareTimeout)
-		_, err = s.c.installRegionIDLists(ctx, ks, m)
-		cancel()
-		ks.ids.mu.Unlock()
-		if err != nil {
-			s.c.logger.Warn("the region's ID lists cannot be used; keeping the lists held", "key", hash, "err", err)
-		}
+// installSharedIDLists installs a manifest another proxy published, if this proxy serves that
+// key's ID lists.
+func (s *share) installSharedIDLists(e jetstream.KeyValueEntry) {
+	hash, ok := parseIDsKey(e.Key())
+	if !ok {
+		return
+	}
+	v, ok := s.c.byHash.Load(hash)
+	if !ok {
+		return
+	}
+	ks := v.(*keyState)
+	if ks.ids.set.Load() == nil {
+		return // no SDK asked this proxy for them
+	}
+	m, err := decodeIDManifest(e.Value())
+	if err != nil {
+		s.c.m.idListSyncs.WithLabelValues("region", "rejected").Inc()
+		s.c.logger.Warn("ignoring an unusable ID-list manifest in the KV bucket", "key", hash, "err", err)
+		return
+	}
+	if m.Holder == s.id {
+		return // our own publication
+	}
+	// The poll goroutine may hold the lock for a sync; this watcher then waits, which is fine:
+	// the manifests of other keys are small and nothing is lost, only delayed.
+	ks.ids.mu.Lock()
+	ctx, cancel := context.WithTimeout(s.c.ctx, idShareTimeout)
+	_, err = s.c.installRegionIDLists(ctx, ks, m)
+	cancel()
+	ks.ids.mu.Unlock()
+	if err != nil {
+		s.c.logger.Warn("the region's ID lists cannot be used; keeping the lists held", "key", hash, "err", err)
 	}
 }
 

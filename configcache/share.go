@@ -107,7 +107,7 @@ func openShare(ctx context.Context, c *Cache, js jetstream.JetStream, cfg config
 		return nil, fmt.Errorf("configcache: watch KV bucket %s: %w", cfg.Bucket, err)
 	}
 	c.wg.Add(1)
-	go s.watch()
+	go s.followPuts(s.watcher, s.installShared)
 	c.logger.Info("sharing rule sets through JetStream KV", "bucket", cfg.Bucket, "instance", s.id, "lease_ttl", s.ttl)
 	if err := s.openIDLists(ctx, js, cfg, stream, placement); err != nil {
 		// Rule sets are still shared; ID lists are fetched by every proxy, as without sharing.
@@ -155,54 +155,58 @@ func (s *share) stopWatch() {
 	}
 }
 
-// watch installs rule sets other proxies publish, for the (key, format)s this proxy serves.
-func (s *share) watch() {
+// followPuts hands every value written to the bucket under w's keys to install, until the
+// cache closes or the watcher stops. Deletions and purges carry nothing to install.
+func (s *share) followPuts(w jetstream.KeyWatcher, install func(jetstream.KeyValueEntry)) {
 	defer s.c.wg.Done()
 	for {
-		var e jetstream.KeyValueEntry
-		var ok bool
 		select {
 		case <-s.c.ctx.Done():
 			return
-		case e, ok = <-s.watcher.Updates():
+		case e, ok := <-w.Updates():
 			if !ok {
 				return
 			}
+			if e != nil && e.Operation() == jetstream.KeyValuePut {
+				install(e)
+			}
 		}
-		if e == nil || e.Operation() != jetstream.KeyValuePut {
-			continue
-		}
-		hash, f, ok := parseDataKey(e.Key())
-		if !ok {
-			continue
-		}
-		v, ok := s.c.byHash.Load(hash)
-		if !ok {
-			continue
-		}
-		sl := v.(*keyState).slot(f)
-		if !sl.active.Load() {
-			continue
-		}
-		t, _, _, err := decodeValue(e.Value(), false)
-		if err != nil {
-			s.c.logger.Warn("ignoring a malformed rule set in the KV bucket", "kv_key", e.Key(), "err", err)
-			continue
-		}
-		if cur := sl.entry.Load(); cur != nil && t <= cur.Time {
-			sl.synced.Store(time.Now().UnixNano())
-			continue // our own publication, or nothing new
-		}
-		entry, err := s.decodeEntry(e.Value(), f)
-		if err != nil {
-			s.c.m.updates.WithLabelValues(f.String(), "share", "rejected").Inc()
-			s.c.logger.Error("the region's poller published an unusable rule set; keeping the previous one", "key", hash, "format", f.String(), "err", err)
-			continue
-		}
-		if sl.install(entry, time.Now()) {
-			s.c.m.updates.WithLabelValues(f.String(), "share", "updated").Inc()
-			s.c.logger.Info("rule set updated from the region's KV bucket", "key", hash, "format", f.String(), "time", entry.Time)
-		}
+	}
+}
+
+// installShared installs a rule set another proxy published, if this proxy serves its
+// (key, format).
+func (s *share) installShared(e jetstream.KeyValueEntry) {
+	hash, f, ok := parseDataKey(e.Key())
+	if !ok {
+		return
+	}
+	v, ok := s.c.byHash.Load(hash)
+	if !ok {
+		return
+	}
+	sl := v.(*keyState).slot(f)
+	if !sl.active.Load() {
+		return
+	}
+	t, _, _, err := decodeValue(e.Value(), false)
+	if err != nil {
+		s.c.logger.Warn("ignoring a malformed rule set in the KV bucket", "kv_key", e.Key(), "err", err)
+		return
+	}
+	if cur := sl.entry.Load(); cur != nil && t <= cur.Time {
+		sl.synced.Store(time.Now().UnixNano())
+		return // our own publication, or nothing new
+	}
+	entry, err := s.decodeEntry(e.Value(), f)
+	if err != nil {
+		s.c.m.updates.WithLabelValues(f.String(), "share", "rejected").Inc()
+		s.c.logger.Error("the region's poller published an unusable rule set; keeping the previous one", "key", hash, "format", f.String(), "err", err)
+		return
+	}
+	if sl.install(entry, time.Now()) {
+		s.c.m.updates.WithLabelValues(f.String(), "share", "updated").Inc()
+		s.c.logger.Info("rule set updated from the region's KV bucket", "key", hash, "format", f.String(), "time", entry.Time)
 	}
 }
 
