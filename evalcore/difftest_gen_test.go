@@ -922,9 +922,9 @@ func (g *ruleGen) users(n int) []json.RawMessage {
 		for j := 0; j < g.weighted(3, 3, 3, 2, 1); j++ {
 			custom[g.pickS(genCustomKeys...)] = g.userValue()
 		}
-		// (an empty custom object is left out: user.go does not log it as
-		// SC does, regression case userjson_nonobject_fields)
-		if len(custom) > 0 {
+		// (an empty custom object too, which SC logs as {}: regression case
+		// userjson_nonobject_fields)
+		if len(custom) > 0 || g.oneIn(3) {
 			u["custom"] = custom
 		}
 		if g.oneIn(4) {
@@ -945,6 +945,13 @@ func (g *ruleGen) users(n int) []json.RawMessage {
 				env["region"] = "eu"
 			}
 			u["statsigEnvironment"] = env
+		}
+		if g.oneIn(50) {
+			// One of these fields not an object: the binding reads a string or
+			// an array as an object keyed by index, a number or a boolean as
+			// {} (regression cases userjson_nonobject_*).
+			key := g.pickS("custom", "privateAttributes", "customIDs", "statsigEnvironment")
+			u[key] = g.pick("ab", "", "\U0001F600", []any{"x", "9"}, []any{}, num("5"), true)
 		}
 		b, _ := json.Marshal(u)
 		out = append(out, b)

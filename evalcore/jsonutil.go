@@ -67,16 +67,6 @@ func jsNumberString(f float64) string {
 	return sb.String()
 }
 
-// elementString is the string SC keys a target element by: the string itself,
-// else its compact JSON text (numbers as the reference runner's JavaScript
-// prints them).
-func elementString(v any) string {
-	if s, ok := v.(string); ok {
-		return s
-	}
-	return string(appendJSONValue(nil, v, appendJSNumber))
-}
-
 // appendJSONValue writes a decoded JSON value compactly (object keys sorted), numbers by num. The
 // SDKs' stringifications of one value differ only in how they print numbers: JavaScript's text
 // (appendJSNumber), serde_json's of a user value the JS binding passed as f64 (appendRyu), or

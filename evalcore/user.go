@@ -61,7 +61,11 @@ const maxUserBytes = 1 << 20
 // country, locale, appVersion, custom, privateAttributes, customIDs,
 // statsigEnvironment). Odd types are tolerated the way the reference SDK does
 // where it can: numbers are accepted for userID, customIDs and the string
-// fields; values of other unexpected types are ignored; null means absent.
+// fields; custom, privateAttributes, customIDs and statsigEnvironment that
+// are not objects read as the reference's JavaScript binding reads them (see
+// memberView: a string or an array as an object keyed by index, a number or a
+// boolean as an empty object); values of other unexpected types are ignored;
+// null means absent.
 // Like the reference, a user with neither userID nor customIDs gets userID "".
 // Of duplicate keys the last counts, as with encoding/json.
 func ParseUser(raw []byte) (*User, error) {
@@ -98,7 +102,15 @@ func ParseUser(raw []byte) (*User, error) {
 		}
 	}
 
-	if r := top[ukCustomIDs]; r != nil && r[0] == '{' {
+	budget := maxExpandedEntries
+	r, elems, indexed, err := memberView(top[ukCustomIDs], false, &budget)
+	if err != nil {
+		return nil, fmt.Errorf("evalcore: user customIDs: %w", err)
+	}
+	switch {
+	case indexed:
+		u.customIDs, u.customIDKeys = indexedCustomIDs(elems)
+	case r != nil:
 		cnt := countMembers(r)
 		u.customIDs = make(map[string]*value, cnt)
 		vals := make([]value, 0, cnt)
@@ -123,33 +135,50 @@ func ParseUser(raw []byte) (*User, error) {
 		u.userID = &nv
 	}
 
-	var err error
-	if r := top[ukCustom]; r != nil && r[0] == '{' {
+	r, elems, indexed, err = memberView(top[ukCustom], true, &budget)
+	switch {
+	case err != nil:
+	case indexed:
+		u.custom, u.customRaw = indexedAttributes(elems, true)
+		u.hasCustom = true
+	case r != nil:
 		u.custom, u.customRaw, err = parseAttributes(r, true)
-		if err != nil {
-			return nil, fmt.Errorf("evalcore: user custom: %w", err)
-		}
 		u.hasCustom = true
 	}
-	if r := top[ukPrivate]; r != nil && r[0] == '{' {
-		u.private, _, err = parseAttributes(r, false)
-		if err != nil {
-			return nil, fmt.Errorf("evalcore: user privateAttributes: %w", err)
-		}
-		if len(u.private) > 0 {
-			// pa_hash: wrapping sum of djb2("key:value").
-			var sum uint32
-			for k, v := range u.private {
-				s := ""
-				if v.hasStr {
-					s = v.str
-				}
-				sum += djb2Add(djb2Add(djb2Add(0, k), ":"), s)
-			}
-			u.paHash, u.hasPAHash = strconv.FormatUint(uint64(sum), 10), true
-		}
+	if err != nil {
+		return nil, fmt.Errorf("evalcore: user custom: %w", err)
 	}
-	if r := top[ukEnv]; r != nil && r[0] == '{' {
+	r, elems, indexed, err = memberView(top[ukPrivate], false, &budget)
+	switch {
+	case err != nil:
+	case indexed:
+		u.private, _ = indexedAttributes(elems, false)
+	case r != nil:
+		u.private, _, err = parseAttributes(r, false)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("evalcore: user privateAttributes: %w", err)
+	}
+	if len(u.private) > 0 {
+		// pa_hash: wrapping sum of djb2("key:value").
+		var sum uint32
+		for k, v := range u.private {
+			s := ""
+			if v.hasStr {
+				s = v.str
+			}
+			sum += djb2Add(djb2Add(djb2Add(0, k), ":"), s)
+		}
+		u.paHash, u.hasPAHash = strconv.FormatUint(uint64(sum), 10), true
+	}
+	r, elems, indexed, err = memberView(top[ukEnv], false, &budget)
+	if err != nil {
+		return nil, fmt.Errorf("evalcore: user statsigEnvironment: %w", err)
+	}
+	switch {
+	case indexed:
+		u.env = indexedEnv(elems)
+	case r != nil:
 		u.env = make(map[string]string, countMembers(r))
 		for m := newUserMembers(r); m.next(); {
 			k, err := memberKey(m.key)
@@ -265,6 +294,60 @@ func parseAttributes(raw []byte, withRaw bool) (map[string]*value, []rawField, e
 		}
 	}
 	return out, kept, nil
+}
+
+// indexedAttributes is parseAttributes for the entries of a string or an
+// array read as an object (memberView).
+func indexedAttributes(elems []*indexedElem, withRaw bool) (map[string]*value, []rawField) {
+	keys := newIndexKeys(len(elems))
+	out := make(map[string]*value, len(elems))
+	for i := range elems {
+		out[keys.at(i)] = &elems[i].v
+	}
+	if !withRaw {
+		return out, nil
+	}
+	fields := make([]rawField, 0, len(elems))
+	for i := range lexIndices(len(elems)) {
+		fields = append(fields, rawField{key: keys.at(i), raw: elems[i].raw})
+	}
+	return out, fields
+}
+
+// indexedCustomIDs is customIDs and their sorted keys from the entries of a
+// string or an array read as an object: the strings and numbers.
+func indexedCustomIDs(elems []*indexedElem) (map[string]*value, []string) {
+	isID := func(v *value) bool { return v.kind == kindString || v.kind == kindNumber } // userScalar's
+	n := 0
+	for i := range elems {
+		if isID(&elems[i].v) {
+			n++
+		}
+	}
+	keys := newIndexKeys(len(elems))
+	ids := make(map[string]*value, n)
+	sorted := make([]string, 0, n)
+	for i := range lexIndices(len(elems)) {
+		if v := &elems[i].v; isID(v) {
+			k := keys.at(i)
+			ids[k] = v
+			sorted = append(sorted, k)
+		}
+	}
+	return ids, sorted
+}
+
+// indexedEnv is statsigEnvironment from the entries of a string or an array
+// read as an object: the strings.
+func indexedEnv(elems []*indexedElem) map[string]string {
+	keys := newIndexKeys(len(elems))
+	env := make(map[string]string, len(elems))
+	for i := range elems {
+		if v := &elems[i].v; v.kind == kindString {
+			env[keys.at(i)] = v.str
+		}
+	}
+	return env
 }
 
 // dynamicFromJSON builds the views of a decoded JSON value (SC DynamicValue).
@@ -480,7 +563,7 @@ func (u *User) appendLoggable(dst []byte, env map[string]string) []byte {
 		}
 		dst = append(dst, '}')
 	}
-	if u.hasCustom && len(u.customRaw) > 0 {
+	if u.hasCustom { // an empty custom object too, as SC logs it
 		field("custom")
 		dst = append(dst, '{')
 		for i, f := range u.customRaw {

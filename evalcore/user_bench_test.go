@@ -1,6 +1,9 @@
 package evalcore
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // benchUsers are the shapes the HTTP API sees: an ID and a country, and a
 // fuller user with every kind of field.
@@ -24,6 +27,67 @@ func BenchmarkParseUser(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// bigUsers are users whose custom, privateAttributes or customIDs are not
+// objects but big strings or arrays, which ParseUser expands into one entry
+// per UTF-16 code unit or element (the HTTP API takes them from anyone).
+func bigUsers() []struct {
+	name    string
+	raw     []byte
+	entries int
+} {
+	str := func(field string, n int) []byte {
+		s := strings.Repeat("abcdefghij", n/10+1)[:n]
+		return []byte(`{"userID":"u","` + field + `":"` + s + `"}`)
+	}
+	arr := func(field, elem string, n int) []byte {
+		var b strings.Builder
+		b.WriteString(`{"userID":"u","` + field + `":[`)
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(elem)
+		}
+		b.WriteString(`]}`)
+		return []byte(b.String())
+	}
+	const mb = maxUserBytes - 64 // the largest users ParseUser takes
+	return []struct {
+		name    string
+		raw     []byte
+		entries int
+	}{
+		{"custom_string_1KB", str("custom", 1<<10), 1 << 10},
+		{"custom_string_64KB", str("custom", 64<<10), 64 << 10},
+		{"custom_string_1MB", str("custom", mb), mb},
+		{"private_string_1MB", str("privateAttributes", mb), mb},
+		{"customIDs_array_64KB", arr("customIDs", "7", 32<<10), 32 << 10},
+		{"customIDs_array_64Ki_entries", arr("customIDs", "7", maxExpandedEntries), maxExpandedEntries},
+		{"customIDs_array_1MB", arr("customIDs", "7", mb/2), mb / 2},
+		{"custom_array_1MB", arr("custom", `"x"`, mb/4), mb / 4},
+	}
+}
+
+// BenchmarkParseUserBig: ns and bytes per op over entries is the cost of one
+// expanded entry. The users of more than maxExpandedEntries entries measure
+// the cost of refusing them.
+//
+//	go test -run '^$' -bench BenchmarkParseUserBig -benchmem ./evalcore
+func BenchmarkParseUserBig(b *testing.B) {
+	for _, c := range bigUsers() {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(c.raw)))
+			for b.Loop() {
+				if _, err := ParseUser(c.raw); (err != nil) != (c.entries > maxExpandedEntries) {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(c.entries), "ns/entry")
 		})
 	}
 }

@@ -1,8 +1,15 @@
 package evalcore
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"iter"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
 )
 
 // userMembers walks the members of a JSON object that was already validated,
@@ -76,6 +83,239 @@ func checkUserObject(raw []byte) error {
 		err = errors.New("invalid JSON")
 	}
 	return err
+}
+
+// memberView reads a member value of the validated user object where the
+// reference expects an object (custom, privateAttributes, customIDs,
+// statsigEnvironment) as its JavaScript binding reads it there. An object is
+// obj, as it is, and a number or a boolean obj {}; a string or an array is
+// indexed, true, with elems its entries keyed "0", "1", ... in index order: a
+// string's UTF-16 code units, each a one-unit string (either half of a
+// surrogate pair, like a lone surrogate, reads as U+FFFD), or an array's
+// elements. null (which the reference treats as absent) and an absent member
+// (nil raw) give nothing. clone makes the entries' raw texts alias a copy of
+// raw rather than raw. The entries are taken from *budget, and none are built
+// when there are more (ErrUserTooManyEntries).
+//
+// A string or an array of n bytes can stand for about n entries, more than an
+// object of that size holds, so they are built directly, each in constant
+// time, rather than written out as an object and parsed: the keys share one
+// allocation and equal entries one value.
+func memberView(raw []byte, clone bool, budget *int) (obj []byte, elems []*indexedElem, indexed bool, err error) {
+	if len(raw) == 0 {
+		return nil, nil, false, nil
+	}
+	switch raw[0] {
+	case '{':
+		return raw, nil, false, nil
+	case 'n':
+		return nil, nil, false, nil
+	case '"':
+		elems, err = stringUnits(raw, budget)
+		return nil, elems, true, err
+	case '[':
+		if clone {
+			raw = bytes.Clone(raw)
+		}
+		elems, err = arrayElems(raw, budget)
+		return nil, elems, true, err
+	}
+	return emptyObject, nil, false, nil // (shared: the readers only read it)
+}
+
+// maxExpandedEntries bounds the entries ParseUser builds, in all, for the
+// strings and arrays it reads as objects: each costs a map entry, about a
+// hundred bytes and as many nanoseconds, and a string stands for one entry a
+// byte. A user of the proxy's default limits.max_user_bytes (64 KiB) never
+// has more.
+const maxExpandedEntries = 1 << 16
+
+// ErrUserTooManyEntries is ParseUser's error (wrapped) for a user whose
+// strings and arrays read as objects stand for more than maxExpandedEntries
+// entries.
+var ErrUserTooManyEntries = fmt.Errorf("strings and arrays read as objects (custom, privateAttributes, customIDs, statsigEnvironment) stand for more than %d entries", maxExpandedEntries)
+
+// takeEntries takes n entries from budget.
+func takeEntries(budget *int, n int) error {
+	if n > *budget {
+		return ErrUserTooManyEntries
+	}
+	*budget -= n
+	return nil
+}
+
+// indexedElem is one entry of a string or an array read as an object.
+type indexedElem struct {
+	raw []byte // the entry's compact JSON text
+	v   value  // attributeValue(raw)
+}
+
+// stringUnits is the entries of a string member: its UTF-16 code units.
+// Equal units share an entry.
+func stringUnits(raw []byte, budget *int) ([]*indexedElem, error) {
+	s, _ := jsonString(raw)
+	n := 0
+	for _, r := range s {
+		n++
+		if r > 0xFFFF {
+			n++
+		}
+	}
+	if err := takeEntries(budget, n); err != nil {
+		return nil, err
+	}
+	ascii := asciiUnits()
+	var other map[rune]*indexedElem // the other units seen, by code point
+	elems := make([]*indexedElem, 0, n)
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			elems = append(elems, &ascii[r])
+			continue
+		}
+		units := 1
+		if r > 0xFFFF {
+			units, r = 2, utf8.RuneError
+		}
+		e := other[r]
+		if e == nil {
+			if other == nil {
+				other = make(map[rune]*indexedElem)
+			}
+			e = newUnitElem(r)
+			other[r] = e
+		}
+		for ; units > 0; units-- {
+			elems = append(elems, e)
+		}
+	}
+	return elems, nil
+}
+
+// asciiUnits is the entries of a string's ASCII code units, built once.
+var asciiUnits = sync.OnceValue(func() *[utf8.RuneSelf]indexedElem {
+	var t [utf8.RuneSelf]indexedElem
+	for r := range t {
+		t[r] = *newUnitElem(rune(r))
+	}
+	return &t
+})
+
+func newUnitElem(r rune) *indexedElem {
+	v := newStringValue(string(r))
+	return &indexedElem{raw: appendJSONString(nil, v.str), v: v}
+}
+
+// arrayElems is the entries of an array member: its elements, their raw
+// texts aliasing raw.
+func arrayElems(raw []byte, budget *int) ([]*indexedElem, error) {
+	n := 0
+	for i := skipJSONSpace(raw, 1); i < len(raw) && raw[i] != ']'; n++ {
+		i = nextArrayElem(raw, endOfJSONValue(raw, i))
+	}
+	if err := takeEntries(budget, n); err != nil {
+		return nil, err
+	}
+	elems := make([]*indexedElem, 0, n)
+	var seen elemCache
+	for i := skipJSONSpace(raw, 1); i < len(raw) && raw[i] != ']'; {
+		end := endOfJSONValue(raw, i)
+		e, err := seen.get(raw[i:end:end])
+		if err != nil {
+			return nil, err
+		}
+		elems = append(elems, e)
+		i = nextArrayElem(raw, end)
+	}
+	return elems, nil
+}
+
+// nextArrayElem is where the array element after the one ending at i starts
+// (at the closing bracket when there is none).
+func nextArrayElem(raw []byte, i int) int {
+	i = skipJSONSpace(raw, i)
+	if i < len(raw) && raw[i] == ',' {
+		i = skipJSONSpace(raw, i+1)
+	}
+	return i
+}
+
+// elemCache remembers the last entries built for array elements, by text, so
+// that an array repeating a few elements costs an entry for each only once.
+type elemCache [64]*indexedElem
+
+// get returns the entry of an element (its raw text, a valid JSON value).
+func (c *elemCache) get(raw []byte) (*indexedElem, error) {
+	h := uint32(len(raw))
+	for i := 0; i < len(raw) && i < 16; i++ {
+		h = (h ^ uint32(raw[i])) * 16777619
+	}
+	slot := &c[h%uint32(len(c))]
+	if *slot != nil && bytes.Equal((*slot).raw, raw) {
+		return *slot, nil
+	}
+	v, err := attributeValue(raw)
+	if err != nil {
+		return nil, err
+	}
+	if !isCompact(raw) {
+		raw = compactJSON(raw)
+	}
+	*slot = &indexedElem{raw: raw, v: v}
+	return *slot, nil
+}
+
+// indexKeys is the keys "0", "1", ... of an object read from a string or an
+// array, all in one string.
+type indexKeys string
+
+func newIndexKeys(n int) indexKeys {
+	var b strings.Builder
+	b.Grow(indexKeyOffset(n))
+	var d [20]byte
+	for i := 0; i < n; i++ {
+		b.Write(strconv.AppendInt(d[:0], int64(i), 10))
+	}
+	return indexKeys(b.String())
+}
+
+// indexKeyOffset is where key i starts: the length of the keys before it.
+func indexKeyOffset(i int) int {
+	off, digits, lo := 0, 1, 0
+	for hi := 10; i >= hi; hi *= 10 {
+		off += (hi - lo) * digits
+		lo, digits = hi, digits+1
+	}
+	return off + (i-lo)*digits
+}
+
+// at is key i.
+func (k indexKeys) at(i int) string {
+	return string(k[indexKeyOffset(i):indexKeyOffset(i+1)])
+}
+
+// lexIndices yields 0, 1, ... n-1 in the order of their decimal keys as
+// strings (0, 1, 10, 100, ..., 11, ...), the order sorting the keys gives,
+// without sorting them.
+func lexIndices(n int) iter.Seq[int] {
+	return func(yield func(int) bool) {
+		if n <= 0 || !yield(0) {
+			return
+		}
+		cur := 1
+		for range n - 1 {
+			if !yield(cur) {
+				return
+			}
+			if cur*10 < n {
+				cur *= 10 // the keys extending this one come next
+				continue
+			}
+			for cur%10 == 9 || cur+1 >= n {
+				cur /= 10 // no next sibling: back to the parent's
+			}
+			cur++
+		}
+	}
 }
 
 // userScalar builds the value of a top-level field or customIDs entry: a

@@ -3,6 +3,7 @@ package evalcore
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -10,12 +11,16 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // ParseUser was rewritten for speed (one walk, no intermediate maps). The
 // previous implementation, kept here as the oracle, is the one the reference
 // SDK was differential-tested against; the new one must build the same User
-// from every input.
+// from every input. (Since then the oracle reads custom, privateAttributes,
+// customIDs and statsigEnvironment that are not objects as the reference
+// does, by objectViewBefore, written apart from ParseUser's objectView.)
 
 func parseUserBefore(raw []byte) (*User, error) {
 	if len(raw) > maxUserBytes {
@@ -52,7 +57,12 @@ func parseUserBefore(raw []byte) (*User, error) {
 	u.country = scalar("country")
 	u.locale = scalar("locale")
 	u.appVersion = scalar("appVersion")
-	if r, ok := top["customIDs"]; ok && firstByte(r) == '{' {
+	expanded := 0 // the entries of strings and arrays read as objects
+	r, ok, n := objectViewBefore(top["customIDs"])
+	if expanded += n; expanded > maxExpandedEntries {
+		return nil, fmt.Errorf("evalcore: user customIDs: %w", ErrUserTooManyEntries)
+	}
+	if ok {
 		m, err := splitObject(r, true)
 		if err != nil {
 			return nil, fmt.Errorf("evalcore: user customIDs: %w", err)
@@ -78,14 +88,22 @@ func parseUserBefore(raw []byte) (*User, error) {
 		nv := newStringValue("")
 		u.userID = &nv
 	}
-	if r, ok := top["custom"]; ok && firstByte(r) == '{' {
+	r, ok, n = objectViewBefore(top["custom"])
+	if expanded += n; expanded > maxExpandedEntries {
+		return nil, fmt.Errorf("evalcore: user custom: %w", ErrUserTooManyEntries)
+	}
+	if ok {
 		u.custom, u.customRaw, err = parseAttributesBefore(r)
 		if err != nil {
 			return nil, fmt.Errorf("evalcore: user custom: %w", err)
 		}
 		u.hasCustom = true
 	}
-	if r, ok := top["privateAttributes"]; ok && firstByte(r) == '{' {
+	r, ok, n = objectViewBefore(top["privateAttributes"])
+	if expanded += n; expanded > maxExpandedEntries {
+		return nil, fmt.Errorf("evalcore: user privateAttributes: %w", ErrUserTooManyEntries)
+	}
+	if ok {
 		u.private, _, err = parseAttributesBefore(r)
 		if err != nil {
 			return nil, fmt.Errorf("evalcore: user privateAttributes: %w", err)
@@ -102,7 +120,11 @@ func parseUserBefore(raw []byte) (*User, error) {
 			u.paHash, u.hasPAHash = strconv.FormatUint(uint64(sum), 10), true
 		}
 	}
-	if r, ok := top["statsigEnvironment"]; ok && firstByte(r) == '{' {
+	r, ok, n = objectViewBefore(top["statsigEnvironment"])
+	if expanded += n; expanded > maxExpandedEntries {
+		return nil, fmt.Errorf("evalcore: user statsigEnvironment: %w", ErrUserTooManyEntries)
+	}
+	if ok {
 		m, err := splitObject(r, true)
 		if err != nil {
 			return nil, fmt.Errorf("evalcore: user statsigEnvironment: %w", err)
@@ -115,6 +137,54 @@ func parseUserBefore(raw []byte) (*User, error) {
 		}
 	}
 	return u, nil
+}
+
+// objectViewBefore is the object the reference's JavaScript binding reads
+// for a member r where it expects one, as JSON text: a string's UTF-16 code
+// units (surrogates as U+FFFD) and an array's elements, keyed by index; {}
+// for a number or a boolean. ok is false for null and an absent member; n is
+// the number of a string's or an array's entries.
+func objectViewBefore(r json.RawMessage) (_ json.RawMessage, ok bool, n int) {
+	if r == nil {
+		return nil, false, 0
+	}
+	d := json.NewDecoder(bytes.NewReader(r))
+	d.UseNumber() // (1e999 is a number too)
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, false, 0
+	}
+	var elems []json.RawMessage
+	switch x := v.(type) {
+	case nil:
+		return nil, false, 0
+	case map[string]any:
+		return r, true, 0
+	case string:
+		for _, u := range utf16.Encode([]rune(x)) {
+			c := rune(u)
+			if utf16.IsSurrogate(c) {
+				c = utf8.RuneError
+			}
+			elems = append(elems, appendJSONString(nil, string(c)))
+		}
+	case []any:
+		if err := json.Unmarshal(r, &elems); err != nil {
+			return nil, false, 0
+		}
+	default:
+		return json.RawMessage(`{}`), true, 0
+	}
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, e := range elems {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%q:%s", strconv.Itoa(i), e)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), true, len(elems)
 }
 
 func parseAttributesBefore(raw []byte) (map[string]*value, []rawField, error) {
@@ -236,6 +306,15 @@ var parseUserSeeds = []string{
 	`{}`, `[]`, `null`, `"x"`, `{"a":}`, `{"userID":"u"`, `{"userID":"u"} x`, ``, `   `,
 	`{"custom":{"deep":[[[[[[[[[[[["x"]]]]]]]]]]]]}}`,
 	`{"USERID":"case differs","userid":"x"}`,
+	// fields that are not objects, as the reference's JavaScript binding reads them
+	`{"custom":"x\u00e9\ud83d\ude00\ud83d!","privateAttributes":"ab","customIDs":"c\"d","statsigEnvironment":"staging"}`,
+	`{"custom":"","privateAttributes":"","customIDs":"","statsigEnvironment":""}`,
+	`{"custom":[ "x" , 1.50 , [ 1 ] , { "a" : null } , null , true ],"privateAttributes":["s",2],"customIDs":[ "a" , 5 , null , [1] ],"statsigEnvironment":["s",1,null]}`,
+	`{"custom":[],"privateAttributes":[],"customIDs":[],"statsigEnvironment":[]}`,
+	`{"custom":5,"privateAttributes":true,"customIDs":-1.5e3,"statsigEnvironment":false}`,
+	`{"custom":{"a":1},"custom":"zy","customIDs":["x"],"customIDs":{"k":"v"}}`,
+	"{\"custom\":\"bad\xff\",\"customIDs\":[\"\xfe\"]}",
+	`{"custom":"0123456789abc"}`,
 }
 
 func checkParseUserSameAsBefore(t *testing.T, raw []byte) {
@@ -299,5 +378,84 @@ func TestParseUserDoesNotAliasInput(t *testing.T) {
 	}
 	if after := string(u.appendLoggable(nil, nil)); after != before {
 		t.Fatalf("the user changed with its input: %s, was %s", after, before)
+	}
+}
+
+func TestLexIndices(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 9, 10, 11, 99, 100, 101, 109, 110, 999, 1000, 1001, 12345} {
+		keys := newIndexKeys(n)
+		want := make([]string, n)
+		for i := range want {
+			want[i] = strconv.Itoa(i)
+			if got := keys.at(i); got != want[i] {
+				t.Fatalf("n %d: key %d is %q", n, i, got)
+			}
+		}
+		slices.Sort(want)
+		var got []string
+		for i := range lexIndices(n) {
+			got = append(got, strconv.Itoa(i))
+		}
+		if n == 0 && got == nil {
+			got = []string{}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("n %d: order %q, want %q", n, got, want)
+		}
+	}
+}
+
+// Strings and arrays long enough for keys of several digits (the logged order
+// of the keys is not their index order), with repeated and colliding entries.
+func TestParseUserIndexedSameAsBefore(t *testing.T) {
+	var sb strings.Builder
+	for r := rune(0); r < 128; r++ {
+		sb.WriteRune(r)
+	}
+	sb.WriteString("é\u2028\u2029\U0001F600ΣİéA\U0001F600\ufffd")
+	str, _ := json.Marshal(strings.Repeat(sb.String(), 3))
+	elems := []string{`1`, `1.0`, `-0`, `1e999`, `"1"`, `"a"`, `"a\u0062"`, `"ab"`, `"é"`, `true`, `false`, `null`,
+		`[]`, `[ 1 , "x" ]`, `{}`, `{ "k" : [ null ] }`, `"2024-01-02T03:04:05Z"`, `12345678901234567890`, `"` + strings.Repeat("z", 40) + `"`}
+	var ab strings.Builder
+	ab.WriteString("[ ")
+	for i := range 400 {
+		if i > 0 {
+			ab.WriteString(" ,\n")
+		}
+		ab.WriteString(elems[(i*7+i/19)%len(elems)])
+	}
+	ab.WriteString(" ]")
+	for _, field := range []string{"custom", "privateAttributes", "customIDs", "statsigEnvironment"} {
+		for _, v := range []string{string(str), ab.String()} {
+			checkParseUserSameAsBefore(t, []byte(`{"`+field+`":`+v+`}`))
+		}
+	}
+}
+
+// The entries of strings and arrays read as objects are bounded in all. (The
+// oracle, slow at this size, checks two of the users.)
+func TestParseUserTooManyEntries(t *testing.T) {
+	str := func(n int) string { return `"` + strings.Repeat("x", n) + `"` }
+	arr := func(n int) string { return "[" + strings.Repeat("1,", n-1) + "1]" }
+	for _, c := range []struct {
+		raw             string
+		tooMany, oracle bool
+	}{
+		{`{"custom":` + str(maxExpandedEntries) + `}`, false, false},
+		{`{"custom":` + str(maxExpandedEntries+1) + `}`, true, false},
+		{`{"customIDs":` + arr(maxExpandedEntries+1) + `}`, true, false},
+		{`{"custom":` + str(maxExpandedEntries-2) + `,"statsigEnvironment":"\ud83d\ude00"}`, false, true},
+		{`{"custom":` + str(maxExpandedEntries-1) + `,"statsigEnvironment":"\ud83d\ude00"}`, true, true},
+		{`{"customIDs":` + arr(maxExpandedEntries/2) + `,"privateAttributes":` + arr(maxExpandedEntries/2+1) + `}`, true, false},
+		// only the last of duplicate members counts
+		{`{"custom":` + str(maxExpandedEntries) + `,"custom":"y","privateAttributes":` + str(maxExpandedEntries-1) + `}`, false, false},
+	} {
+		_, err := ParseUser([]byte(c.raw))
+		if errors.Is(err, ErrUserTooManyEntries) != c.tooMany {
+			t.Errorf("ParseUser(%.60q...): %v, want too many %v", c.raw, err, c.tooMany)
+		}
+		if c.oracle && !testing.Short() {
+			checkParseUserSameAsBefore(t, []byte(c.raw))
+		}
 	}
 }
