@@ -582,6 +582,41 @@ func TestChartDefaultsAreProductionReady(t *testing.T) {
 	}
 }
 
+// TestChartSetsGoMemoryKnobs: GOMEMLIMIT follows each container's memory limit, and the proxy's
+// GOGC (proxy.gcPercent) is set only beside it, where the limit bounds what a high GOGC lets grow.
+func TestChartSetsGoMemoryKnobs(t *testing.T) {
+	env := func(r *release, comp string) map[string]string {
+		m := map[string]string{}
+		for _, e := range r.workloads(t)[comp].pod().Containers[0].Env {
+			m[e.Name] = e.Value
+		}
+		return m
+	}
+	tests := []struct {
+		name                string
+		args                []string
+		proxyGOGC, proxyLim string // "" = not set
+	}{
+		{"defaults", nil, "400", "921MiB"},
+		{"gcPercent set", []string{"--set", "proxy.gcPercent=200"}, "200", "921MiB"},
+		{"gcPercent null", []string{"--set", "proxy.gcPercent=null"}, "", "921MiB"},
+		{"no memory limit", []string{"--set", "proxy.resources.limits.memory=null"}, "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := render(t, tc.args...)
+			p, f := env(r, "proxy"), env(r, "forwarder")
+			if p["GOGC"] != tc.proxyGOGC || p["GOMEMLIMIT"] != tc.proxyLim {
+				t.Errorf("proxy GOGC %q GOMEMLIMIT %q, want %q %q", p["GOGC"], p["GOMEMLIMIT"], tc.proxyGOGC, tc.proxyLim)
+			}
+			// The forwarder holds up to 256 MiB of batches: a high GOGC would only fight its limit.
+			if f["GOGC"] != "" || f["GOMEMLIMIT"] != "691MiB" {
+				t.Errorf("forwarder GOGC %q GOMEMLIMIT %q, want none and 691MiB", f["GOGC"], f["GOMEMLIMIT"])
+			}
+		})
+	}
+}
+
 // TestChartRollsPodsOnChange: the pod templates change exactly when the configuration or a
 // chart-made Secret does.
 func TestChartRollsPodsOnChange(t *testing.T) {
@@ -641,6 +676,8 @@ func TestChartRefusesUnsafeValues(t *testing.T) {
 		{"relative JetStream directory", "embeddedNats.enabled=true,config.nats.data_dir=data/nats", "absolute path"},
 		{"bad variable name", "secretEnv.vars.bad-name=x", "not an environment variable name"},
 		{"HPA bounds", "proxy.autoscaling.minReplicas=5,proxy.autoscaling.maxReplicas=3", "minReplicas must not exceed"},
+		{"GC percent not a number", "proxy.gcPercent=off", "proxy.gcPercent must be a positive whole number"},
+		{"GC percent zero", "proxy.gcPercent=0", "proxy.gcPercent must be a positive whole number"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
@@ -186,6 +187,10 @@ type evalRequest struct {
 	// initialize
 	Hash      string          `json:"hash"`
 	SinceTime json.RawMessage `json:"sinceTime"`
+
+	// single backs the list names returns for a single name, so that it needs no allocation of
+	// its own (the request is allocated anyway).
+	single [1]string
 }
 
 // maxNamesPerRequest bounds the batch forms, as Statsig's API does.
@@ -318,7 +323,8 @@ func (req *evalRequest) names(k evalKind) ([]string, bool, *apiError) {
 		if *one == "" {
 			return nil, false, badRequest("%s is empty", field)
 		}
-		return []string{*one}, false, nil
+		req.single[0] = *one
+		return req.single[:], false, nil
 	case many != nil:
 		if len(many) == 0 || len(many) > maxNamesPerRequest {
 			return nil, false, badRequest("%ss must list 1 to %d names", field, maxNamesPerRequest)
@@ -399,7 +405,9 @@ func (s *evalService) handleEval(k evalKind) http.HandlerFunc {
 		if logExposures {
 			unit = unitHash(user)
 		}
-		out := make([]byte, 0, 256)
+		buf := answerBufs.Get().(*[]byte)
+		defer answerBufs.Put(buf)
+		out := (*buf)[:0]
 		if batch {
 			out = append(out, '{')
 		}
@@ -426,9 +434,19 @@ func (s *evalService) handleEval(k evalKind) http.HandlerFunc {
 		m.ok.Inc()
 		w.Header()["Content-Type"] = jsonContentType
 		_, _ = w.Write(out)
+		if cap(out) <= maxPooledAnswer {
+			*buf = out // the grown buffer serves the next answer
+		}
 		m.latency.Observe(time.Since(start).Seconds())
 	}
 }
+
+// answerBufs hold the buffers evaluation answers are built in: the response writer copies an
+// answer, so its buffer serves the next request instead of being garbage.
+var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+// maxPooledAnswer bounds the buffers kept in answerBufs (a batch answer may be large).
+const maxPooledAnswer = 64 << 10
 
 // evaluate appends one result in Statsig's HTTP API shape and returns the exposure events to log.
 func (s *evalService) evaluate(out []byte, ev *evalcore.Evaluator, k evalKind, u *evalcore.User, name string, log bool, key string, unit uint64) ([]byte, [][]byte) {

@@ -263,6 +263,11 @@ securityContext:
 {{- with include "sigedge.goMemLimit" .component.resources }}
 - name: GOMEMLIMIT
   value: {{ . | quote }}
+{{- /* GOGC above 100 only where GOMEMLIMIT bounds the heap (the proxy's gcPercent). */}}
+{{- if not (kindIs "invalid" $.component.gcPercent) }}
+- name: GOGC
+  value: {{ int $.component.gcPercent | quote }}
+{{- end }}
 {{- end }}
 {{- with .extra }}
 {{ toYaml . }}
