@@ -45,6 +45,10 @@ func TestForwardsEveryEventOnce(t *testing.T) {
 	want := e.publishN(40, func(i int) testBatch {
 		s := sources[i%len(sources)]
 		b := testBatch{key: s.key, endpoint: s.endpoint, sdkType: s.sdkType, sdkVersion: "v1", meta: s.meta, ids: ids(fmt.Sprintf("m%d", i), 1+i%7)}
+		if i%3 != 0 {
+			// Proxies store S2 bodies (nats.stream.compression); older ones, the JSON itself.
+			b.encoding = wire.EncodingS2
+		}
 		for _, id := range b.ids {
 			srcOf[id] = s
 		}
@@ -222,7 +226,9 @@ func TestPoisonBatchIsDeadLetteredAndReplayed(t *testing.T) {
 	var good []string
 	e.publishN(12, func(i int) testBatch {
 		if i == 7 {
-			return batchOf(keyA, poison)
+			b := batchOf(keyA, poison)
+			b.encoding = wire.EncodingS2 // dead-lettered and replayed compressed, as a proxy stored it
+			return b
 		}
 		b := ids(fmt.Sprintf("good%d", i), 3)
 		good = append(good, b...)
@@ -323,26 +329,25 @@ func TestMalformedMessageIsDeadLettered(t *testing.T) {
 	e := newEnv(t)
 	app := e.start()
 
-	for _, m := range []struct {
-		key, endpoint string
-		count         int
-		body          []byte
-	}{
-		{keyA, endpointLogEvent, 1, []byte(`{"events":[{"broken"`)},
-		{"", endpointLogEvent, 1, testBatch{ids: []string{"nokey"}}.body()},
-		{keyA, "initialize", 1, testBatch{ids: []string{"badendpoint"}}.body()},
-		{keyA, endpointLogEvent, 0, []byte(`{"events":[],"statsigMetadata":{}}`)}, // empty: acked, not dead
+	for _, b := range []forwardertest.Batch{
+		{Key: keyA, Count: 1, Body: []byte(`{"events":[{"broken"`)},
+		{Key: "", Count: 1, Body: testBatch{ids: []string{"nokey"}}.body()},
+		{Key: keyA, Endpoint: "initialize", Count: 1, Body: testBatch{ids: []string{"badendpoint"}}.body()},
+		{Key: keyA, Count: 1, Encoding: wire.EncodingS2, Stored: []byte("\xff\xff\xffnot s2")},
+		{Key: keyA, Count: 1, Encoding: "gzip", Body: testBatch{ids: []string{"gzipped"}}.body()},
+		{Key: keyA, Count: 0, Body: []byte(`{"events":[],"statsigMetadata":{}}`)}, // empty: acked, not dead
 	} {
-		e.publishRaw(forwardertest.Batch{Key: m.key, Endpoint: m.endpoint, SDKType: "go-sdk", SDKVersion: "1", Count: m.count, Body: m.body})
+		b.SDKType, b.SDKVersion = "go-sdk", "1"
+		e.publishRaw(b)
 	}
 	ok := ids("ok", 3)
 	e.publish(batchOf(keyA, ok))
 	e.fake.WaitIDs(t, ok, 10*time.Second)
-	waitMetric(t, app.Registry(), 5*time.Second, "sigedge_forwarder_messages_dead_lettered_total", map[string]string{"status": "0"}, 3)
+	waitMetric(t, app.Registry(), 5*time.Second, "sigedge_forwarder_messages_dead_lettered_total", map[string]string{"status": "0"}, 5)
 	e.fake.AssertExactlyOnce(t, ok)
 	dead := e.deadLetters()
-	if len(dead) != 3 {
-		t.Fatalf("%d dead letters, want 3", len(dead))
+	if len(dead) != 5 {
+		t.Fatalf("%d dead letters, want 5", len(dead))
 	}
 	for _, d := range dead {
 		if d.Header.Get(wire.MsgDeadStatus) != "0" || !strings.Contains(d.Header.Get(wire.MsgDeadReason), "malformed") {

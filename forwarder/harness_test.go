@@ -155,7 +155,8 @@ type testBatch struct {
 	key, endpoint, sdkType, sdkVersion string
 	meta                               string // raw statsigMetadata, "" for none
 	ids                                []string
-	pad                                int // bytes of padding per event
+	pad                                int    // bytes of padding per event
+	encoding                           string // the stored body's wire.MsgEncoding ("": the JSON itself)
 }
 
 // body is the batch as an SDK would send it; each event carries its id in metadata.id.
@@ -187,7 +188,7 @@ func batchOf(key string, ids []string) testBatch { return testBatch{key: key, me
 func (e *env) publish(b testBatch) {
 	e.t.Helper()
 	e.publishRaw(forwardertest.Batch{Key: b.key, Endpoint: b.endpoint, SDKType: b.sdkType, SDKVersion: b.sdkVersion,
-		Count: len(b.ids), Body: b.body()})
+		Count: len(b.ids), Body: b.body(), Encoding: b.encoding})
 }
 
 // publishN publishes batch(0) to batch(n-1), in order, and returns all their event ids.

@@ -31,7 +31,7 @@ type message struct {
 	count      int    // number of elements in events
 	meta       []byte // the body's "statsigMetadata" value; nil when absent or null
 	extra      []byte // other top-level fields of the body, `"name":value` joined by commas
-	size       int    // bytes held in memory for this message (its data)
+	size       int    // bytes held in memory for this message (its data, and its JSON when compressed)
 	seq        uint64 // stream sequence, for logs and dead-letter ids
 	published  time.Time
 	// clockOffset is the SDK's clock minus the proxy's when the proxy received the batch (from
@@ -72,7 +72,15 @@ func parseMessage(m jetstream.Msg) (*message, error) {
 			out.clockOffset, out.hasOffset = time.Duration(ct-rt)*time.Millisecond, true
 		}
 	}
-	p, err := parseBody(m.Data())
+	encoding := h.Get(wire.MsgEncoding)
+	body, err := wire.DecodeBody(encoding, m.Data())
+	if err != nil {
+		return out, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	if encoding != "" {
+		out.size += len(body) // the decoded copy is held beside the stored bytes
+	}
+	p, err := parseBody(body)
 	if err != nil {
 		return out, fmt.Errorf("%w: %v", errMalformed, err)
 	}

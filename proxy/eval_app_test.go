@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sigedge/sigedge/internal/config"
+	"github.com/sigedge/sigedge/internal/natstest"
 	"github.com/sigedge/sigedge/internal/wire"
 )
 
@@ -109,6 +110,7 @@ func TestAppEvaluationExposuresReachTheStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	msg.Data = natstest.BatchBody(t, msg)
 	if got := msg.Header.Get(wire.MsgSDKKey); got != "secret-example" {
 		t.Errorf("batch key header %q", got)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sigedge/sigedge/internal/config"
+	"github.com/sigedge/sigedge/internal/natstest"
 	"github.com/sigedge/sigedge/internal/wire"
 	"github.com/sigedge/sigedge/queue"
 )
@@ -162,30 +163,7 @@ func (e *intakeEnv) do(req *http.Request) intakeReply {
 // messages returns every message of the event stream, in order.
 func (e *intakeEnv) messages() []*jetstream.RawStreamMsg {
 	e.t.Helper()
-	return streamMessages(e.t, e.js, e.cfg.NATS.Stream.Name)
-}
-
-func streamMessages(t testing.TB, js jetstream.JetStream, name string) []*jetstream.RawStreamMsg {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("get message %d: %v", seq, err)
-		}
-		out = append(out, m)
-	}
-	return out
+	return natstest.StreamMessages(e.t, e.js, e.cfg.NATS.Stream.Name)
 }
 
 // eventsIn returns the raw events of stored messages, in order.

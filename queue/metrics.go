@@ -17,6 +17,7 @@ type publisherMetrics struct {
 	duplicates prometheus.Counter
 	failures   *prometheus.CounterVec
 	drops      *prometheus.CounterVec
+	bodyBytes  *prometheus.CounterVec
 	stream     *streamCollector
 }
 
@@ -51,6 +52,10 @@ func newPublisherMetrics(p *Publisher) publisherMetrics {
 			Name: "sigedge_queue_events_dropped_total",
 			Help: "Events the publisher left out of a stored batch, by reason: event_too_large, duplicate_exposure.",
 		}, []string{"reason"}),
+		bodyBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigedge_queue_body_bytes_total",
+			Help: "Bytes of acknowledged message bodies: form=json before encoding, form=stored as stored (nats.stream.compression); json/stored is the compression ratio.",
+		}, []string{"form"}),
 		stream: &streamCollector{p: p, every: 5 * time.Second},
 	}
 	// Pre-create the label values operators alert on, so the series exist at 0.
@@ -61,7 +66,7 @@ func newPublisherMetrics(p *Publisher) publisherMetrics {
 }
 
 func (m *publisherMetrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.seconds, m.messages, m.batches, m.events, m.duplicates, m.failures, m.drops, m.stream} {
+	for _, c := range []prometheus.Collector{m.seconds, m.messages, m.batches, m.events, m.duplicates, m.failures, m.drops, m.bodyBytes, m.stream} {
 		if err := r.Register(c); err != nil {
 			return err
 		}
@@ -75,6 +80,8 @@ func (m *publisherMetrics) published(meta BatchMeta, res *Result, d time.Duratio
 	m.batches.WithLabelValues(meta.Source).Inc()
 	m.events.WithLabelValues(meta.Source).Add(float64(res.Events))
 	m.duplicates.Add(float64(res.Duplicates))
+	m.bodyBytes.WithLabelValues("json").Add(float64(res.BodyBytes))
+	m.bodyBytes.WithLabelValues("stored").Add(float64(res.StoredBytes))
 	m.dropped(&res.Dropped)
 }
 

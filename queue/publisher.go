@@ -83,6 +83,9 @@ type Result struct {
 	// Dropped counts the events left out by the publisher (too large for a message, duplicate
 	// exposures).
 	Dropped DropCounts
+	// BodyBytes is the size of the messages' JSON bodies; StoredBytes their size as published
+	// (smaller when compressed).
+	BodyBytes, StoredBytes int
 }
 
 // Publisher publishes event batches to the event stream and returns only once JetStream has
@@ -92,6 +95,7 @@ type Publisher struct {
 	js      jetstream.JetStream
 	stream  config.Stream
 	timeout time.Duration
+	s2      bool // compress bodies (nats.stream.compression: s2)
 	dedupe  *dedupe
 	logger  *slog.Logger
 	logs    logLimiter
@@ -116,6 +120,7 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	}
 	p := &Publisher{
 		nc: o.Conn, js: js, stream: o.Stream, timeout: o.Timeout, logger: o.Logger,
+		s2:   o.Stream.Compression == config.CompressionS2,
 		logs: logLimiter{every: 10 * time.Second},
 	}
 	if p.logger == nil {
@@ -238,6 +243,10 @@ func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *
 	start := time.Now()
 	var oneFuture [1]jetstream.PubAckFuture
 	futures := oneFuture[:0]
+	// Compressed bodies are in pooled buffers, recycled once every message is acknowledged: after
+	// a failure nats.go may still hold a message to retry it, so they are left to the GC then.
+	var oneBuf [1]*[]byte
+	bufs := oneBuf[:0]
 	for i, pt := range bodies {
 		// Parts share the batch's headers but for their number and id, so each gets its own map:
 		// nats.go keeps a message, headers included, until its ack (to retry it).
@@ -252,7 +261,18 @@ func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *
 			h[jetstream.MsgIDHeader] = []string{meta.ID + "." + part}
 		}
 		h[wire.MsgEventCount] = []string{strconv.Itoa(pt.events)}
-		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subject, Header: h, Data: pt.body},
+		data := pt.body
+		if p.s2 {
+			buf := getS2Buffer()
+			if enc, ok := wire.AppendS2((*buf)[:0], pt.body); ok {
+				*buf, data = enc, enc
+				h[wire.MsgEncoding] = []string{wire.EncodingS2}
+			}
+			bufs = append(bufs, buf)
+		}
+		res.BodyBytes += len(pt.body)
+		res.StoredBytes += len(data)
+		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subject, Header: h, Data: data},
 			jetstream.WithStallWait(p.timeout))
 		if err != nil {
 			return res, p.failed(key, classify(err))
@@ -271,12 +291,27 @@ func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *
 			return res, p.failed(key, &PublishError{Reason: "timeout", Err: fmt.Errorf("no ack from JetStream within %s: %w", p.timeout, ctx.Err())})
 		}
 	}
+	for _, b := range bufs {
+		putS2Buffer(b)
+	}
 	res.Messages = len(bodies)
 	if p.dedupe != nil {
 		p.dedupe.remember(remember)
 	}
 	p.m.published(meta, &res, time.Since(start))
 	return res, nil
+}
+
+// s2Buffers recycles the buffers of compressed bodies (a message's worth: up to the max payload).
+var s2Buffers = sync.Pool{New: func() any { return new([]byte) }}
+
+func getS2Buffer() *[]byte { return s2Buffers.Get().(*[]byte) }
+
+// putS2Buffer keeps buffers up to 4 MiB: rare huge batches should not pin memory.
+func putS2Buffer(b *[]byte) {
+	if cap(*b) <= 4<<20 {
+		s2Buffers.Put(b)
+	}
 }
 
 // headers returns the headers every message of a batch carries (its parts add theirs).

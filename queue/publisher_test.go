@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sigedge/sigedge/internal/config"
+	"github.com/sigedge/sigedge/internal/natstest"
 	"github.com/sigedge/sigedge/internal/wire"
 )
 
@@ -74,25 +75,7 @@ func (tj *testJS) publisher(t *testing.T, dedupe config.ExposureDedupe) *Publish
 // messages returns every message of the event stream, in order.
 func (tj *testJS) messages(t *testing.T) []*jetstream.RawStreamMsg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := tj.js.Stream(ctx, tj.stream.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("get %d: %v", seq, err)
-		}
-		out = append(out, m)
-	}
-	return out
+	return natstest.StreamMessages(t, tj.js, tj.stream.Name)
 }
 
 // metric returns the value of the counter or gauge name{labels} in reg (0 when absent).
@@ -164,6 +147,56 @@ func TestPublishStoresTheBatchVerbatim(t *testing.T) {
 		if got := m.Header.Get(k); got != want {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}
+	}
+}
+
+// TestPublishCompression: with s2 a body is stored compressed and marked so, with none it is stored
+// as the JSON itself; either way it decodes to the batch the SDK sent, and the byte metrics say how
+// much was saved.
+func TestPublishCompression(t *testing.T) {
+	body := sampleBatch(50)
+	for _, tt := range []struct {
+		compression  string
+		wantEncoding string
+	}{
+		{config.CompressionS2, wire.EncodingS2},
+		{config.CompressionNone, ""},
+	} {
+		t.Run(tt.compression, func(t *testing.T) {
+			tj := startTestJS(t, 1<<20, func(s *config.Stream) { s.Compression = tt.compression })
+			p := tj.publisher(t, config.ExposureDedupe{})
+			res, err := p.Publish(context.Background(), "secret-abc", BatchMeta{Endpoint: wire.EndpointLogEvent}, decoded(t, body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := tj.js.Stream(ctx, tj.stream.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := s.GetMsg(ctx, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m.Header.Get(wire.MsgEncoding); got != tt.wantEncoding {
+				t.Errorf("%s = %q, want %q", wire.MsgEncoding, got, tt.wantEncoding)
+			}
+			if res.BodyBytes != len(body) || res.StoredBytes != len(m.Data) {
+				t.Errorf("result bytes %d json / %d stored, want %d / %d", res.BodyBytes, res.StoredBytes, len(body), len(m.Data))
+			}
+			if tt.wantEncoding != "" && len(m.Data)*3 > len(body) {
+				t.Errorf("stored %d bytes for a %d-byte batch: expected at least 3x smaller", len(m.Data), len(body))
+			}
+			if got := natstest.BatchBody(t, m); string(got) != string(body) {
+				t.Error("stored body does not decode to the SDK's batch")
+			}
+			jsonBytes := metric(t, tj.reg, "sigedge_queue_body_bytes_total", map[string]string{"form": "json"})
+			stored := metric(t, tj.reg, "sigedge_queue_body_bytes_total", map[string]string{"form": "stored"})
+			if jsonBytes != float64(len(body)) || stored != float64(len(m.Data)) {
+				t.Errorf("body byte metrics json=%v stored=%v, want %d and %d", jsonBytes, stored, len(body), len(m.Data))
+			}
+		})
 	}
 }
 

@@ -7,7 +7,9 @@
 // source). Batches are published to <subject_prefix>.<key hash>, so operators can see and limit
 // traffic per key. Every message carries a Nats-Msg-Id derived from the batch, so an SDK's retry of
 // a batch within the stream's duplicate window is stored once. A batch larger than the server's max
-// payload is split by events into several messages (header wire.MsgPart = "i/n").
+// payload is split by events into several messages (header wire.MsgPart = "i/n"). With
+// nats.stream.compression s2 (the default) a body is stored as one S2 block and marked so
+// (wire.MsgEncoding); consumers read any message's JSON with wire.DecodeBody.
 //
 // The interface is small:
 //

@@ -62,7 +62,7 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.stream, "stream", "SIGEDGE_EVENTS", "the event stream (nats.stream.name)")
 	fs.StringVar(&o.prefix, "subject-prefix", "sigedge.events", "nats.stream.subject_prefix")
 	events := fs.String("events", "100,1000", "batch sizes (events per request), comma-separated")
-	modes := fs.String("modes", "raw,http-json,http-gzip", "phases of a round: raw, http-json, http-gzip")
+	modes := fs.String("modes", "raw,raw-s2,http-json,http-gzip", "phases of a round: raw, raw-s2, http-json, http-gzip")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of one phase")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds (each runs every phase once per batch size)")
 	fs.IntVar(&o.conns, "conns", 32, "concurrent HTTP clients (SDKs), each waiting for its answer")
@@ -83,7 +83,7 @@ func parse(args []string) (options, error) {
 	}
 	for _, m := range strings.Split(*modes, ",") {
 		m = strings.TrimSpace(m)
-		if m != "raw" && m != "http-json" && m != "http-gzip" {
+		if m != "raw" && m != "raw-s2" && m != "http-json" && m != "http-gzip" {
 			return o, fmt.Errorf("-modes: unknown phase %q", m)
 		}
 		o.modes = append(o.modes, m)
@@ -162,9 +162,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				r := result{round: round, size: n, mode: mode}
 				gen0, srv0 := selfCPU(), procCPU(o.serverPID)
 				start := time.Now()
-				if mode == "raw" {
+				if mode == "raw" || mode == "raw-s2" {
 					rawFailures.Store(0)
-					r.events, err = publishRaw(js, bm, subject, o)
+					r.events, err = publishRaw(js, bm, subject, mode == "raw-s2", o)
 					if f := rawFailures.Load(); err == nil && f > 0 {
 						err = fmt.Errorf("%d raw publishes failed", f)
 					}
@@ -185,13 +185,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
-// line formats a phase, with its ratio to the raw phase of the same round and size when there is one.
+// isRaw reports whether mode is a reference phase (publishing straight to JetStream).
+func isRaw(mode string) bool { return strings.HasPrefix(mode, "raw") }
+
+// line formats a phase, with its ratios to the raw phases of the same round and size when there are.
 func (r result) line(all []result) string {
 	s := fmt.Sprintf("round %d  events=%-5d %-10s %9.0f events/s %7d batches", r.round, r.size, r.mode, r.rate(), r.events/int64(r.size))
-	if raw, ok := find(all, r.round, r.size, "raw"); ok && r.mode != "raw" {
-		s += fmt.Sprintf("  %.2f× raw", r.rate()/raw.rate())
-	} else {
-		s += "           "
+	for _, ref := range []string{"raw", "raw-s2"} {
+		if raw, ok := find(all, r.round, r.size, ref); ok && !isRaw(r.mode) {
+			s += fmt.Sprintf("  %.2f× %s", r.rate()/raw.rate(), ref)
+		}
 	}
 	s += fmt.Sprintf("  generator %.2f cores", r.genCPU.Seconds()/r.elapsed.Seconds())
 	if r.serverCPU > 0 {
@@ -209,39 +212,52 @@ func find(all []result, round, size int, mode string) (result, bool) {
 	return result{}, false
 }
 
-// summary gives, per batch size and phase, the range of events/s and of the ratio to raw over the
-// rounds (each ratio against the raw phase of its own round). With -server-pid it also gives the
-// ratio of the proxy's CPU time per event, raw over HTTP: what the throughput ratio is when the
-// proxy has its core to itself, steadier than events/s on a machine others use too.
+// summary gives, per batch size and phase, the range of events/s and of the ratios to the raw
+// phases over the rounds (each ratio against the raw phase of its own round): raw is the issue's
+// limit (the bodies as received), raw-s2 publishes them S2-compressed as the proxy stores them by
+// default. With -server-pid it also gives the ratio of the proxy's CPU time per event, raw over
+// HTTP: what the throughput ratio is when the proxy has its core to itself, steadier than events/s
+// on a machine others use too.
 func summary(all []result, o options) string {
 	var sb strings.Builder
 	sb.WriteString("summary (min–max over rounds):\n")
 	for _, n := range o.sizes {
 		for _, mode := range o.modes {
-			var rates, ratios, cpuRatios []float64
+			var rates []float64
 			for _, r := range all {
-				if r.size != n || r.mode != mode {
-					continue
-				}
-				rates = append(rates, r.rate())
-				if raw, ok := find(all, r.round, n, "raw"); ok && mode != "raw" {
-					ratios = append(ratios, r.rate()/raw.rate())
-					if r.serverCPU > 0 && raw.serverCPU > 0 {
-						cpuRatios = append(cpuRatios, raw.cpuPerEvent()/r.cpuPerEvent())
-					}
+				if r.size == n && r.mode == mode {
+					rates = append(rates, r.rate())
 				}
 			}
 			if len(rates) == 0 {
 				continue
 			}
-			fmt.Fprintf(&sb, "  events=%-5d %-10s %9.0f – %9.0f events/s", n, mode, slices.Min(rates), slices.Max(rates))
-			if len(ratios) > 0 {
-				fmt.Fprintf(&sb, "   ratio %.2f – %.2f (median %.2f)", slices.Min(ratios), slices.Max(ratios), median(ratios))
+			fmt.Fprintf(&sb, "  events=%-5d %-10s %9.0f – %9.0f events/s\n", n, mode, slices.Min(rates), slices.Max(rates))
+			if isRaw(mode) {
+				continue
 			}
-			if len(cpuRatios) > 0 {
-				fmt.Fprintf(&sb, "   CPU/event ratio %.2f – %.2f (median %.2f)", slices.Min(cpuRatios), slices.Max(cpuRatios), median(cpuRatios))
+			for _, ref := range []string{"raw", "raw-s2"} {
+				var ratios, cpuRatios []float64
+				for _, r := range all {
+					if r.size != n || r.mode != mode {
+						continue
+					}
+					if raw, ok := find(all, r.round, n, ref); ok {
+						ratios = append(ratios, r.rate()/raw.rate())
+						if r.serverCPU > 0 && raw.serverCPU > 0 {
+							cpuRatios = append(cpuRatios, raw.cpuPerEvent()/r.cpuPerEvent())
+						}
+					}
+				}
+				if len(ratios) == 0 {
+					continue
+				}
+				fmt.Fprintf(&sb, "      vs %-7s ratio %.2f – %.2f (median %.2f)", ref, slices.Min(ratios), slices.Max(ratios), median(ratios))
+				if len(cpuRatios) > 0 {
+					fmt.Fprintf(&sb, "   CPU/event ratio %.2f – %.2f (median %.2f)", slices.Min(cpuRatios), slices.Max(cpuRatios), median(cpuRatios))
+				}
+				sb.WriteString("\n")
 			}
-			sb.WriteString("\n")
 		}
 	}
 	return sb.String()
@@ -256,11 +272,16 @@ func median(v []float64) float64 {
 }
 
 // publishRaw publishes distinct plain bodies asynchronously for o.duration (at most o.pending
-// unacknowledged) and returns the events of the acknowledged messages once every ack is in.
-func publishRaw(js jetstream.JetStream, bm *batchMaker, subject string, o options) (int64, error) {
+// unacknowledged) and returns the events of the acknowledged messages once every ack is in. With
+// compressed, each body is S2-compressed first, as the proxy stores it (nats.stream.compression).
+func publishRaw(js jetstream.JetStream, bm *batchMaker, subject string, compressed bool, o options) (int64, error) {
 	// A body is rewritten only after twice the window of later publishes: by then it was acked
 	// (nats.go also copies a message into its write buffer when it is published).
 	ring := make([][]byte, 2*o.pending)
+	var zring [][]byte
+	if compressed {
+		zring = make([][]byte, len(ring))
+	}
 	count := strconv.Itoa(bm.n)
 	deadline := time.Now().Add(o.duration)
 	var sent int64
@@ -275,6 +296,13 @@ func publishRaw(js jetstream.JetStream, bm *batchMaker, subject string, o option
 			jetstream.MsgIDHeader: {string(id)}, jetstream.ExpectedStreamHeader: {o.stream},
 			wire.MsgEventCount: {count},
 		}}
+		if compressed {
+			if enc, ok := wire.AppendS2(zring[i%len(zring)][:0], body); ok {
+				zring[i%len(zring)] = enc
+				msg.Data = enc
+				msg.Header[wire.MsgEncoding] = []string{wire.EncodingS2}
+			}
+		}
 		if _, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute)); err != nil {
 			return 0, fmt.Errorf("publish: %w", err)
 		}

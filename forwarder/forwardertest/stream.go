@@ -72,6 +72,11 @@ type Batch struct {
 	Count               int       // the event count header
 	ClientTime          time.Time // STATSIG-CLIENT-TIME as the SDK sent it; no header when zero
 	Body                []byte
+	// Encoding is the body's wire.MsgEncoding: wire.EncodingS2 compresses Body as a proxy does;
+	// any other value is set as the header with Body stored as it is.
+	Encoding string
+	// Stored, when set, is stored instead of Body, whatever Encoding says (a damaged body).
+	Stored []byte
 }
 
 // Msg returns the message a proxy would publish for b, received now, on the default stream's
@@ -93,6 +98,19 @@ func (b Batch) Msg() *nats.Msg {
 		msg.Header.Set(wire.MsgClientTime, strconv.FormatInt(b.ClientTime.UnixMilli(), 10))
 	}
 	msg.Data = b.Body
+	if b.Encoding != "" {
+		msg.Header.Set(wire.MsgEncoding, b.Encoding)
+	}
+	switch {
+	case b.Stored != nil:
+		msg.Data = b.Stored
+	case b.Encoding == wire.EncodingS2:
+		if enc, ok := wire.AppendS2(nil, b.Body); ok {
+			msg.Data = enc
+		} else {
+			msg.Header.Del(wire.MsgEncoding)
+		}
+	}
 	return msg
 }
 

@@ -77,6 +77,7 @@ func TestParseErrorsNameTheProblem(t *testing.T) {
 		{"bad nats url", "nats:\n  embedded: false\n  urls: [http://x:4222]\n", []string{"nats.urls[0]"}},
 		{"replicas embedded", "nats:\n  stream:\n    replicas: 3\n", []string{"nats.stream.replicas", "embedded"}},
 		{"replicas range", "nats:\n  embedded: false\n  urls: [nats://a:4222]\n  stream:\n    replicas: 9\n", []string{"nats.stream.replicas", "1..5"}},
+		{"compression", "nats:\n  stream:\n    compression: gzip\n", []string{"nats.stream.compression", "gzip"}},
 		{"client key mapping", "client_keys:\n  client-a: notsecret\n", []string{"client_keys.client-a", "secret-"}},
 		{"offline missing file", "rulesets:\n  offline:\n    - sdk_key: secret-x\n      file: /nonexistent/rules.json\n", []string{"rulesets.offline[0].file", "cannot be read"}},
 		{"offline bad key", "rulesets:\n  offline:\n    - sdk_key: client-x\n      file: /dev/null\n", []string{"rulesets.offline[0].sdk_key"}},

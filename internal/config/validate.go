@@ -267,6 +267,7 @@ func (c *Config) Validate() error {
 	if s.DuplicateWindow > s.MaxAge {
 		bad("nats.stream.duplicate_window", "must not exceed nats.stream.max_age (%s)", s.MaxAge)
 	}
+	oneOf("nats.stream.compression", s.Compression, CompressionS2, CompressionNone)
 	if n.Embedded && !s.Placement.Empty() {
 		bad("nats.stream.placement", "must be empty with the embedded single server")
 	}

@@ -24,7 +24,8 @@ const (
 )
 
 // Headers of an event-batch message in the JetStream event stream. The body of such a message is
-// the batch as the SDK sent it, decompressed: {"events":[…],"statsigMetadata":{…}}.
+// the batch as the SDK sent it, decompressed: {"events":[…],"statsigMetadata":{…}}, encoded as
+// MsgEncoding says (read it with DecodeBody).
 const (
 	// MsgSDKKey is the key the batch is for (a server or client key).
 	MsgSDKKey = "Sigedge-Sdk-Key"
@@ -44,6 +45,8 @@ const (
 	// MsgPart is "i/n" when a batch larger than the server's max payload was split into n messages
 	// (i from 1); absent when the batch is one message.
 	MsgPart = "Sigedge-Part"
+	// MsgEncoding is how the body is encoded: EncodingS2, or absent for the JSON itself.
+	MsgEncoding = "Sigedge-Encoding"
 )
 
 // Values of MsgEndpoint and MsgSource.
