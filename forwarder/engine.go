@@ -189,10 +189,12 @@ func (e *engine) pullLoop(ctx context.Context, cfg config.Config) {
 		// (stream replicas > 1) nats-server 2.15 sends the 409 that ends a max_bytes pull ahead of
 		// messages still waiting for their delivery to be replicated, so the client stops reading
 		// and those messages sit unacked until ack_wait (5 min by default). Counting each message
-		// as the largest the server accepts keeps memory within the bound all the same; close to
-		// it, one message of any size is pulled, so the bound is exceeded by at most one message.
+		// as the largest it can be held keeps memory within the bound all the same: a compressed
+		// body is held as stored and decoded, each at most the max payload (the proxy splits
+		// batches by their JSON). Close to the bound, one message of any size is pulled, so the
+		// bound is exceeded by at most one message.
 		budget := int(e.cfg.MaxInFlightBytes) - int(e.held.bytesHeld())
-		count := min(e.tune.fetchCount, max(1, budget/(e.maxPayload+64<<10)))
+		count := min(e.tune.fetchCount, max(1, budget/(2*e.maxPayload+64<<10)))
 		mb, err := cons.Fetch(count, jetstream.FetchMaxWait(e.tune.pullWait))
 		if err == nil {
 			for msg := range mb.Messages() {

@@ -156,8 +156,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			// Rotate the order from round to round.
 			k := (round - 1) % len(o.modes)
 			for _, mode := range append(slices.Clone(o.modes[k:]), o.modes[:k]...) {
-				if err := stream.Purge(ctx); err != nil {
-					return fmt.Errorf("purge %s: %w", o.stream, err)
+				if err := fresh(ctx, js, stream); err != nil {
+					return err
 				}
 				r := result{round: round, size: n, mode: mode}
 				gen0, srv0 := selfCPU(), procCPU(o.serverPID)
@@ -187,6 +187,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 // isRaw reports whether mode is a reference phase (publishing straight to JetStream).
 func isRaw(mode string) bool { return strings.HasPrefix(mode, "raw") }
+
+// fresh gives a phase the state the first phase had: the stream is deleted and created again with
+// its configuration (a purge would keep JetStream's duplicate-detection ids, hundreds of thousands
+// after a fast phase, and the GC of the server would scan them through the next phases), and no
+// dirty pages are left (a phase writes GBs to the page cache, whose writeback would slow the next).
+func fresh(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream) error {
+	cfg := stream.CachedInfo().Config
+	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
+		return fmt.Errorf("delete %s: %w", cfg.Name, err)
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("create %s again: %w", cfg.Name, err)
+	}
+	syscall.Sync()
+	return nil
+}
 
 // line formats a phase, with its ratios to the raw phases of the same round and size when there are.
 func (r result) line(all []result) string {
