@@ -240,15 +240,23 @@ func (c *Cache) Get(ctx context.Context, key string, f Format) (*Entry, error) {
 		return nil, err
 	}
 	ci := clientInfoFrom(ctx)
-	ch := c.sf.DoChan("dcs|"+f.String()+"|"+key, func() (any, error) { return c.coldLoad(key, f, ci) })
+	return loadOnce(ctx, &c.sf, "dcs|"+f.String()+"|"+key, func() (*Entry, error) { return c.coldLoad(key, f, ci) })
+}
+
+// loadOnce runs load once for all concurrent callers with the same id and waits for its result, or
+// until ctx is done; a caller that gives up leaves the load running for the others.
+func loadOnce[T any](ctx context.Context, sf *singleflight.Group, id string, load func() (T, error)) (T, error) {
+	ch := sf.DoChan(id, func() (any, error) { return load() })
 	select {
 	case r := <-ch:
 		if r.Err != nil {
-			return nil, r.Err
+			var zero T
+			return zero, r.Err
 		}
-		return r.Val.(*Entry), nil
+		return r.Val.(T), nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		var zero T
+		return zero, ctx.Err()
 	}
 }
 

@@ -114,16 +114,7 @@ func (c *Cache) IDLists(ctx context.Context, key string) (*IDListSet, error) {
 	if err := c.admit(key); err != nil {
 		return nil, err
 	}
-	ch := c.sf.DoChan("ids|"+key, func() (any, error) { return c.coldIDLists(key) })
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*IDListSet), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return loadOnce(ctx, &c.sf, "ids|"+key, func() (*IDListSet, error) { return c.coldIDLists(key) })
 }
 
 // IDListsByHash returns the ID lists of the held key whose wire.KeyHash is hash. ID-list file

@@ -103,15 +103,10 @@ func NewApp(ctx context.Context, o AppOptions) (_ *App, err error) {
 		}
 	}()
 	a.connected.Store(true)
-	a.js, err = jetstream.New(a.nc)
+	a.js, err = queue.OpenStreams(ctx, a.nc, a.cfg.NATS.Stream, a.registry, a.logger)
 	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
+		return nil, err
 	}
-	mismatches, err := queue.EnsureStreams(ctx, a.js, a.cfg.NATS.Stream)
-	if err != nil {
-		return nil, fmt.Errorf("event streams: %w", err)
-	}
-	queue.ReportMismatches(a.registry, a.logger, a.cfg.NATS.Stream, mismatches)
 	tune := defaultTuning()
 	if o.tune != nil {
 		tune = *o.tune
@@ -123,12 +118,7 @@ func NewApp(ctx context.Context, o AppOptions) (_ *App, err error) {
 	if err := a.engine.bind(ctx, a.cfg); err != nil {
 		return nil, err
 	}
-	a.admin.AddCheck("nats", func() error {
-		if !a.connected.Load() || !a.nc.IsConnected() {
-			return errors.New("not connected to NATS")
-		}
-		return nil
-	})
+	a.admin.AddCheck("nats", natsutil.ConnectedCheck(a.nc, &a.connected))
 	a.admin.AddCheck("consumer", func() error {
 		if !a.engine.bound.Load() {
 			return fmt.Errorf("durable consumer %s on stream %s is not bound (pulls fail)", a.cfg.Forwarder.ConsumerName, a.cfg.NATS.Stream.Name)
@@ -175,20 +165,8 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.engine.shutdown(ctx)
 	}
 	var errs []error
-	// Drain flushes the acks and NAKs; bounded so shutdown cannot hang on a dead server.
-	closed := make(chan struct{})
-	a.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := a.nc.Drain(); err != nil {
-		a.nc.Close()
-	} else {
-		select {
-		case <-closed:
-		case <-ctx.Done():
-			a.nc.Close()
-		case <-time.After(5 * time.Second):
-			a.nc.Close()
-		}
-	}
+	// Drain flushes the acks and NAKs.
+	natsutil.Drain(ctx, a.nc, 5*time.Second)
 	if a.adminAddr != nil {
 		if err := a.admin.Shutdown(ctx); err != nil {
 			errs = append(errs, err)

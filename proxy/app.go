@@ -94,15 +94,10 @@ func NewApp(ctx context.Context, o AppOptions) (_ *App, err error) {
 		return nil, err
 	}
 	a.connected.Store(true)
-	a.js, err = jetstream.New(a.nc)
+	a.js, err = queue.OpenStreams(ctx, a.nc, a.cfg.NATS.Stream, a.registry, a.logger)
 	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
+		return nil, err
 	}
-	mismatches, err := queue.EnsureStreams(ctx, a.js, a.cfg.NATS.Stream)
-	if err != nil {
-		return nil, fmt.Errorf("event streams: %w", err)
-	}
-	queue.ReportMismatches(a.registry, a.logger, a.cfg.NATS.Stream, mismatches)
 	if err := a.startEvents(); err != nil {
 		return nil, err
 	}
@@ -119,12 +114,7 @@ func NewApp(ctx context.Context, o AppOptions) (_ *App, err error) {
 	a.rsMetric = newRuleSetMetrics(a.registry)
 	a.eval = a.newEvalService()
 
-	a.admin.AddCheck("nats", func() error {
-		if !a.connected.Load() || !a.nc.IsConnected() {
-			return errors.New("not connected to NATS")
-		}
-		return nil
-	})
+	a.admin.AddCheck("nats", natsutil.ConnectedCheck(a.nc, &a.connected))
 	a.admin.AddCheck("rulesets", a.cache.Ready)
 
 	a.httpSrv = &http.Server{
@@ -207,18 +197,8 @@ func (a *App) closeDeps() {
 		a.cache.Close()
 	}
 	if a.nc != nil {
-		// Drain flushes pending publishes; bounded so shutdown cannot hang on a dead server.
-		done := make(chan struct{})
-		a.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
-		if err := a.nc.Drain(); err != nil {
-			a.nc.Close()
-		} else {
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				a.nc.Close()
-			}
-		}
+		// Drain flushes pending publishes.
+		natsutil.Drain(context.Background(), a.nc, 5*time.Second)
 	}
 	natsutil.Shutdown(a.embedded)
 }

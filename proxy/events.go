@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sigedge/sigedge/internal/config"
+	"github.com/sigedge/sigedge/internal/logutil"
 	"github.com/sigedge/sigedge/internal/wire"
 	"github.com/sigedge/sigedge/queue"
 )
@@ -44,7 +45,7 @@ type eventIntake struct {
 	pub        *queue.Publisher
 	bodies     *queue.BodyDecoder
 	logger     *slog.Logger
-	logs       rateLimitedLog
+	logs       logutil.Limiter
 
 	requests      *prometheus.CounterVec
 	batchesOK     *prometheus.CounterVec
@@ -75,7 +76,7 @@ func (a *App) startEvents() error {
 func newEventIntake(cfg config.Config, pub *queue.Publisher, bodies *queue.BodyDecoder, logger *slog.Logger) *eventIntake {
 	in := &eventIntake{
 		limit: int64(cfg.Limits.MaxBodyBytes), allowed: map[string]bool{}, clientKeys: cfg.ClientKeys,
-		pub: pub, bodies: bodies, logger: logger, logs: rateLimitedLog{every: 10 * time.Second},
+		pub: pub, bodies: bodies, logger: logger, logs: logutil.Limiter{Every: 10 * time.Second},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_event_requests_total",
 			Help: "Event intake requests by endpoint (log_event, rgstr) and HTTP status.",
@@ -336,7 +337,7 @@ func (q *intakeRequest) refuse(status int, reason, msg string, dropped map[strin
 	b, _ := json.Marshal(body)
 	q.reply(status, append(b, '\n'))
 	// One line per reason every few seconds: a misbehaving client or an outage must not flood the log.
-	if ok, suppressed := q.in.logs.allow(reason); ok {
+	if ok, suppressed := q.in.logs.Allow(reason); ok {
 		level := slog.LevelInfo
 		if status >= 500 {
 			level = slog.LevelWarn
@@ -386,28 +387,4 @@ func putBuffer(b *bytes.Buffer) {
 	if b.Cap() <= 4<<20 {
 		bodyBuffers.Put(b)
 	}
-}
-
-// rateLimitedLog lets one line per reason through per period and counts the others.
-type rateLimitedLog struct {
-	every      time.Duration
-	mu         sync.Mutex
-	last       map[string]time.Time
-	suppressed map[string]int
-}
-
-func (l *rateLimitedLog) allow(reason string) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last == nil {
-		l.last, l.suppressed = map[string]time.Time{}, map[string]int{}
-	}
-	now := time.Now()
-	if now.Sub(l.last[reason]) < l.every {
-		l.suppressed[reason]++
-		return false, 0
-	}
-	n := l.suppressed[reason]
-	l.last[reason], l.suppressed[reason] = now, 0
-	return true, n
 }

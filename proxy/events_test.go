@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sigedge/sigedge/internal/config"
+	"github.com/sigedge/sigedge/internal/metrictest"
 	"github.com/sigedge/sigedge/internal/natstest"
 	"github.com/sigedge/sigedge/internal/wire"
 	"github.com/sigedge/sigedge/queue"
@@ -185,28 +186,7 @@ func eventsIn(t testing.TB, msgs []*jetstream.RawStreamMsg) []string {
 // metricValue returns name{labels} from the app's registry (0 when absent).
 func (e *intakeEnv) metricValue(name string, labels map[string]string) float64 {
 	e.t.Helper()
-	mfs, err := e.app.registry.Gather()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
-		}
-	}
-	return 0
+	return metrictest.Value(e.t, e.app.registry, name, labels)
 }
 
 func intakeEvent(tag string, i int) string {

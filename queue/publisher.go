@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sigedge/sigedge/internal/config"
+	"github.com/sigedge/sigedge/internal/logutil"
 	"github.com/sigedge/sigedge/internal/wire"
 )
 
@@ -98,7 +99,7 @@ type Publisher struct {
 	s2      bool // compress bodies (nats.stream.compression: s2)
 	dedupe  *dedupe
 	logger  *slog.Logger
-	logs    logLimiter
+	logs    logutil.Limiter
 	m       publisherMetrics
 }
 
@@ -121,7 +122,7 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	p := &Publisher{
 		nc: o.Conn, js: js, stream: o.Stream, timeout: o.Timeout, logger: o.Logger,
 		s2:   o.Stream.Compression == config.CompressionS2,
-		logs: logLimiter{every: 10 * time.Second},
+		logs: logutil.Limiter{Every: 10 * time.Second},
 	}
 	if p.logger == nil {
 		p.logger = slog.New(slog.DiscardHandler)
@@ -446,7 +447,7 @@ func isStreamFull(e *jetstream.APIError) bool {
 
 func (p *Publisher) failed(key string, e *PublishError) error {
 	p.m.failures.WithLabelValues(e.Reason).Inc()
-	if ok, suppressed := p.logs.allow(e.Reason); ok {
+	if ok, suppressed := p.logs.Allow(e.Reason); ok {
 		args := []any{"reason", e.Reason, "key", wire.KeyHash(key), "stream", p.stream.Name, "err", e.Err, "suppressed", suppressed}
 		if e.Reason == "stream_full" {
 			// DiscardNew: nothing is dropped, but every SDK is now holding and retrying its events.
@@ -457,29 +458,4 @@ func (p *Publisher) failed(key string, e *PublishError) error {
 		}
 	}
 	return e
-}
-
-// logLimiter lets one log line per reason through per period and counts the rest, so that an
-// outage produces a readable log rather than one line per request.
-type logLimiter struct {
-	every      time.Duration
-	mu         sync.Mutex
-	last       map[string]time.Time
-	suppressed map[string]int
-}
-
-func (l *logLimiter) allow(reason string) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last == nil {
-		l.last, l.suppressed = map[string]time.Time{}, map[string]int{}
-	}
-	now := time.Now()
-	if now.Sub(l.last[reason]) < l.every {
-		l.suppressed[reason]++
-		return false, 0
-	}
-	n := l.suppressed[reason]
-	l.last[reason], l.suppressed[reason] = now, 0
-	return true, n
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sigedge/sigedge/internal/config"
+	"github.com/sigedge/sigedge/internal/metrictest"
 	"github.com/sigedge/sigedge/internal/natstest"
 	"github.com/sigedge/sigedge/internal/wire"
 )
@@ -76,33 +77,6 @@ func (tj *testJS) publisher(t *testing.T, dedupe config.ExposureDedupe) *Publish
 func (tj *testJS) messages(t *testing.T) []*jetstream.RawStreamMsg {
 	t.Helper()
 	return natstest.StreamMessages(t, tj.js, tj.stream.Name)
-}
-
-// metric returns the value of the counter or gauge name{labels} in reg (0 when absent).
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
-		}
-	}
-	return 0
 }
 
 func decoded(t *testing.T, body []byte) *Batch {
@@ -191,8 +165,8 @@ func TestPublishCompression(t *testing.T) {
 			if got := natstest.BatchBody(t, m); string(got) != string(body) {
 				t.Error("stored body does not decode to the SDK's batch")
 			}
-			jsonBytes := metric(t, tj.reg, "sigedge_queue_body_bytes_total", map[string]string{"form": "json"})
-			stored := metric(t, tj.reg, "sigedge_queue_body_bytes_total", map[string]string{"form": "stored"})
+			jsonBytes := metrictest.Value(t, tj.reg, "sigedge_queue_body_bytes_total", map[string]string{"form": "json"})
+			stored := metrictest.Value(t, tj.reg, "sigedge_queue_body_bytes_total", map[string]string{"form": "stored"})
 			if jsonBytes != float64(len(body)) || stored != float64(len(m.Data)) {
 				t.Errorf("body byte metrics json=%v stored=%v, want %d and %d", jsonBytes, stored, len(body), len(m.Data))
 			}
@@ -220,7 +194,7 @@ func TestPublishRetryIsStoredOnce(t *testing.T) {
 	if n := len(tj.messages(t)); n != 2 {
 		t.Fatalf("%d messages, want 2", n)
 	}
-	if got := metric(t, tj.reg, "sigedge_queue_duplicate_messages_total", nil); got != 2 {
+	if got := metrictest.Value(t, tj.reg, "sigedge_queue_duplicate_messages_total", nil); got != 2 {
 		t.Errorf("duplicate metric = %v, want 2", got)
 	}
 }
@@ -347,10 +321,10 @@ func TestPublishWhenTheStreamIsFull(t *testing.T) {
 	if stored == 0 || len(tj.messages(t)) != stored {
 		t.Fatalf("stored %d batches, stream holds %d", stored, len(tj.messages(t)))
 	}
-	if got := metric(t, tj.reg, "sigedge_queue_publish_failures_total", map[string]string{"reason": "stream_full"}); got != 1 {
+	if got := metrictest.Value(t, tj.reg, "sigedge_queue_publish_failures_total", map[string]string{"reason": "stream_full"}); got != 1 {
 		t.Errorf("stream_full failures = %v, want 1", got)
 	}
-	if got := metric(t, tj.reg, "sigedge_queue_stream_messages", nil); got != float64(stored) {
+	if got := metrictest.Value(t, tj.reg, "sigedge_queue_stream_messages", nil); got != float64(stored) {
 		t.Errorf("stream messages gauge = %v, want %d", got, stored)
 	}
 }

@@ -15,6 +15,7 @@
 //
 //   - EnsureStreams creates the streams at start-up (idempotent; never changes an existing stream,
 //     reports how it differs from the configuration; ReportMismatches logs that and exports it).
+//     OpenStreams does both on a connection, as the binaries start.
 //   - BodyDecoder.Decompress undoes any Content-Encoding an SDK sends (gzip, deflate, zstd, br),
 //     bounded by a size limit; DecodeBatch validates the JSON and splits it into raw events, dropping
 //     (and counting) malformed events rather than refusing the good ones beside them.
@@ -40,6 +41,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -149,6 +151,21 @@ func ReportMismatches(reg prometheus.Registerer, logger *slog.Logger, cfg config
 	if reg != nil {
 		_ = reg.Register(g) // a second App in one registry (tests) keeps the first gauge
 	}
+}
+
+// OpenStreams is the start-up both binaries share: a JetStream handle on nc, the streams made sure
+// of (EnsureStreams) and their differences from cfg reported on reg (ReportMismatches).
+func OpenStreams(ctx context.Context, nc *nats.Conn, cfg config.Stream, reg prometheus.Registerer, logger *slog.Logger) (jetstream.JetStream, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	mismatches, err := EnsureStreams(ctx, js, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("event streams: %w", err)
+	}
+	ReportMismatches(reg, logger, cfg, mismatches)
+	return js, nil
 }
 
 func diffStream(have, want jetstream.StreamConfig) []Mismatch {

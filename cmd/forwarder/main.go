@@ -50,15 +50,7 @@ func program() cli.Program {
 		ShutdownTimeout: func(c config.Config) time.Duration { return c.Forwarder.ShutdownTimeout },
 		Start: func(ctx context.Context, cfg config.Config, logger *slog.Logger) (cli.Service, error) {
 			setMemoryLimit(cfg, logger)
-			app, err := forwarder.NewApp(ctx, forwarder.AppOptions{Config: cfg, Logger: logger, Version: version})
-			if err != nil {
-				return nil, err
-			}
-			if err := app.Start(); err != nil {
-				_ = app.Shutdown(context.Background())
-				return nil, err
-			}
-			return app, nil
+			return cli.StartApp(forwarder.NewApp(ctx, forwarder.AppOptions{Config: cfg, Logger: logger, Version: version}))
 		},
 	}
 }

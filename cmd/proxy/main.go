@@ -27,15 +27,7 @@ func program() cli.Program {
 		Version:         version,
 		ShutdownTimeout: func(c config.Config) time.Duration { return c.Proxy.ShutdownTimeout },
 		Start: func(ctx context.Context, cfg config.Config, logger *slog.Logger) (cli.Service, error) {
-			app, err := proxy.NewApp(ctx, proxy.AppOptions{Config: cfg, Logger: logger, Version: version})
-			if err != nil {
-				return nil, err
-			}
-			if err := app.Start(); err != nil {
-				_ = app.Shutdown(context.Background())
-				return nil, err
-			}
-			return app, nil
+			return cli.StartApp(proxy.NewApp(ctx, proxy.AppOptions{Config: cfg, Logger: logger, Version: version}))
 		},
 	}
 }

@@ -37,6 +37,26 @@ type Program struct {
 	Start func(ctx context.Context, cfg config.Config, logger *slog.Logger) (Service, error)
 }
 
+// App is a service that is made first and then started, as proxy.App and forwarder.App are.
+type App interface {
+	Service
+	Start() error
+}
+
+// StartApp starts app, the result of a constructor that returned err, for Program.Start: written
+// StartApp(NewApp(…)). An app that fails to start is shut down again, releasing what its
+// constructor opened.
+func StartApp[A App](app A, err error) (Service, error) {
+	if err != nil {
+		return nil, err
+	}
+	if err := app.Start(); err != nil {
+		_ = app.Shutdown(context.Background())
+		return nil, err
+	}
+	return app, nil
+}
+
 // Main runs p with the process's arguments and environment, and returns the exit code.
 func Main(p Program) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

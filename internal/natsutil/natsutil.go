@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -68,6 +69,36 @@ func Shutdown(srv *server.Server) {
 	}
 	srv.Shutdown()
 	srv.WaitForShutdown()
+}
+
+// Drain drains nc, so that pending publishes, acks and NAKs reach the server, and closes it. It
+// waits until the connection is closed, ctx is done or limit has passed, then closes it at once:
+// shutdown must not hang on a dead server.
+func Drain(ctx context.Context, nc *nats.Conn, limit time.Duration) {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		nc.Close()
+	case <-time.After(limit):
+		nc.Close()
+	}
+}
+
+// ConnectedCheck is a readiness check for nc: it fails while nc is not connected, or while up (kept
+// by ConnectOptions.OnStateChange) says the last event was a disconnect.
+func ConnectedCheck(nc *nats.Conn, up *atomic.Bool) func() error {
+	return func() error {
+		if !up.Load() || !nc.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+		return nil
+	}
 }
 
 // ServerURLs returns the URLs a client should dial: the embedded server's address, or the cluster.
