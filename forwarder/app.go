@@ -90,6 +90,9 @@ func NewApp(ctx context.Context, o AppOptions) (_ *App, err error) {
 		a.logger = slog.New(slog.DiscardHandler)
 	}
 	a.admin = admin.New(a.registry, a.logger)
+	if a.cfg.Debug.Pprof {
+		a.admin.EnablePprof()
+	}
 	a.nc, err = natsutil.Connect(ctx, a.cfg.NATS, natsutil.ConnectOptions{
 		Name: "sigedge-forwarder", URLs: o.NATSURLs, Logger: a.logger,
 		OnStateChange: func(up bool) { a.connected.Store(up) },

@@ -76,6 +76,9 @@ func NewApp(ctx context.Context, o AppOptions) (_ *App, err error) {
 		}
 	}()
 	a.admin = admin.New(a.registry, a.logger)
+	if a.cfg.Debug.Pprof {
+		a.admin.EnablePprof()
+	}
 
 	var urls []string
 	if a.cfg.NATS.Embedded {

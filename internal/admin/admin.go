@@ -1,6 +1,6 @@
 // Package admin serves the operational endpoints of both binaries on their admin port:
-// /healthz (liveness), /readyz (readiness: every registered check passes) and /metrics
-// (Prometheus text format from the process's own registry).
+// /healthz (liveness), /readyz (readiness: every registered check passes), /metrics
+// (Prometheus text format from the process's own registry) and, when enabled, /debug/pprof/.
 //
 // /readyz?exclude=<check> (repeatable, as Kubernetes' own API server does) leaves named checks
 // out of the verdict; they are still run and listed under "excluded". A proxy probed with
@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -39,6 +40,7 @@ type Server struct {
 	checks   map[string]Check
 	draining bool
 
+	mux *http.ServeMux
 	srv *http.Server
 	ln  net.Listener
 }
@@ -58,8 +60,19 @@ func New(reg *prometheus.Registry, logger *slog.Logger) *Server {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: false}))
+	s.mux = mux
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s
+}
+
+// EnablePprof serves Go's profiler at /debug/pprof/ (config debug.pprof). Call it before Start.
+func (s *Server) EnablePprof() {
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index) // also the named profiles: heap, goroutine, …
+	s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // AddCheck registers a readiness check under name (e.g. "nats", "rulesets").

@@ -84,3 +84,40 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("metrics: %d %.200s", code, body)
 	}
 }
+
+// TestPprofOnlyWhenEnabled: the profiler is not served unless debug.pprof turns it on.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	tests := []struct {
+		name    string
+		enable  bool
+		path    string
+		status  int
+		bodyHas string
+	}{
+		{"off: index", false, "/debug/pprof/", http.StatusNotFound, ""},
+		{"off: heap", false, "/debug/pprof/heap?debug=1", http.StatusNotFound, ""},
+		{"on: index", true, "/debug/pprof/", http.StatusOK, "goroutine"},
+		{"on: heap", true, "/debug/pprof/heap?debug=1", http.StatusOK, "heap profile"},
+		{"on: goroutines", true, "/debug/pprof/goroutine?debug=1", http.StatusOK, "goroutine profile"},
+		{"on: cmdline", true, "/debug/pprof/cmdline", http.StatusOK, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New(NewRegistry(), slog.New(slog.DiscardHandler))
+			if tt.enable {
+				s.EnablePprof()
+			}
+			srv := httptest.NewServer(s.Handler())
+			t.Cleanup(srv.Close)
+			resp, err := http.Get(srv.URL + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status || !strings.Contains(string(body), tt.bodyHas) {
+				t.Fatalf("GET %s: %d %.200q, want %d containing %q", tt.path, resp.StatusCode, body, tt.status, tt.bodyHas)
+			}
+		})
+	}
+}

@@ -27,6 +27,8 @@ import (
 type Config struct {
 	// Log selects the log level and format of both binaries.
 	Log Log `yaml:"log"`
+	// Debug turns on diagnostics of both binaries.
+	Debug Debug `yaml:"debug"`
 	// Proxy configures cmd/proxy's HTTP servers.
 	Proxy Proxy `yaml:"proxy"`
 	// Forwarder configures cmd/forwarder.
@@ -52,6 +54,14 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is text or json.
 	Format string `yaml:"format"`
+}
+
+// Debug configures diagnostics for incidents.
+type Debug struct {
+	// Pprof serves Go's profiler (net/http/pprof) at /debug/pprof/ on the admin port: CPU, heap,
+	// goroutine and mutex profiles of a live process. Off by default: profiles show internals, and
+	// a CPU profile or trace costs CPU while it is taken.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Proxy configures cmd/proxy.
