@@ -85,17 +85,20 @@ func checkUserObject(raw []byte) error {
 	return err
 }
 
-// memberView reads a member value of the validated user object where the
-// reference expects an object (custom, privateAttributes, customIDs,
-// statsigEnvironment) as its JavaScript binding reads it there. An object is
-// obj, as it is, and a number or a boolean obj {}; a string or an array is
-// indexed, true, with elems its entries keyed "0", "1", ... in index order: a
-// string's UTF-16 code units, each a one-unit string (either half of a
-// surrogate pair, like a lone surrogate, reads as U+FFFD), or an array's
-// elements. null (which the reference treats as absent) and an absent member
-// (nil raw) give nothing. clone makes the entries' raw texts alias a copy of
-// raw rather than raw. The entries are taken from *budget, and none are built
-// when there are more (ErrUserTooManyEntries).
+// memberView reads a member of the validated user object that the reference
+// expects to be an object (custom, privateAttributes, customIDs,
+// statsigEnvironment) the way its JavaScript binding reads it:
+//   - an object: obj is raw itself;
+//   - a number or a boolean: obj is {};
+//   - a string or an array: indexed is true and elems are its entries, keyed
+//     "0", "1", ... in order: a string's UTF-16 code units, each a one-unit
+//     string (a surrogate, paired or not, reads as U+FFFD), or an array's
+//     elements;
+//   - null or an absent member (nil raw): nothing (the reference drops null).
+//
+// clone makes the entries' raw texts alias a copy of raw rather than raw.
+// Entries are taken from *budget; when there are more, none are built and the
+// error is ErrUserTooManyEntries.
 //
 // A string or an array of n bytes can stand for about n entries, more than an
 // object of that size holds, so they are built directly, each in constant
