@@ -60,13 +60,21 @@ type InitOptions struct {
 // nesting limit), the response is SC's empty one: no entries, time 0,
 // has_updates false.
 func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte, error) {
+	return e.AppendClientInitializeResponse(nil, u, opts)
+}
+
+// AppendClientInitializeResponse appends ClientInitializeResponse's answer to
+// dst, so that a caller can build answers in a recycled buffer, and returns the
+// extended buffer.
+func (e *Evaluator) AppendClientInitializeResponse(dst []byte, u *User, opts InitOptions) ([]byte, error) {
 	rs := e.rs
 	hash := opts.Hash
 	if hash == "" {
 		hash = HashDJB2
 	}
 	if opts.SinceTime > 0 && rs.time <= opts.SinceTime {
-		b := append([]byte(`{"has_updates":false,"time":`), strconv.FormatInt(rs.time, 10)...)
+		b := append(dst, `{"has_updates":false,"time":`...)
+		b = strconv.AppendInt(b, rs.time, 10)
 		return append(b, '}'), nil
 	}
 	c := e.getCtx(u)
@@ -112,9 +120,10 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 	}
 
 	w := gcirWriter{hash: hash}
-	// Size the buffer like the last response, so building one costs a
-	// single allocation instead of a series of grow-and-copy steps.
-	b := make([]byte, 0, max(e.gcirSize.Load()+e.gcirSize.Load()/8, 4096))
+	// Size the buffer like the last response, so building one costs at most
+	// a single allocation instead of a series of grow-and-copy steps.
+	start := len(dst)
+	b := slices.Grow(dst, int(max(e.gcirSize.Load()+e.gcirSize.Load()/8, 4096)))
 	b = append(b, `{"feature_gates":{`...)
 	first := true
 	order := func(names []string) []string {
@@ -131,7 +140,7 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		c.resetResult()
 		c.evaluate(name, typeGate)
 		if c.st.err != nil {
-			return e.failedInitResponse(u), nil
+			return e.failedInitResponse(dst, u), nil
 		}
 		b, first = w.key(b, name, first)
 		b = append(b, `{"name":`...)
@@ -198,7 +207,7 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		}
 		c.evaluateSpec(name, t, sp)
 		if c.st.err != nil {
-			return e.failedInitResponse(u), nil
+			return e.failedInitResponse(dst, u), nil
 		}
 		if !slices.Contains(bandits, name) {
 			writeConfig(name, sp.entity, t)
@@ -208,7 +217,7 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		c.resetResult()
 		c.evaluateSpec(name, typeExperiment, rs.configs[name])
 		if c.st.err != nil {
-			return e.failedInitResponse(u), nil
+			return e.failedInitResponse(dst, u), nil
 		}
 		writeConfig(name, "", typeExperiment)
 	}
@@ -222,7 +231,7 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		c.resetResult()
 		c.evaluate(name, typeLayer)
 		if c.st.err != nil {
-			return e.failedInitResponse(u), nil
+			return e.failedInitResponse(dst, u), nil
 		}
 		st := &c.st
 		b, first = w.key(b, name, first)
@@ -330,14 +339,14 @@ func (e *Evaluator) ClientInitializeResponse(u *User, opts InitOptions) ([]byte,
 		b = w.appendSessionReplay(b, c, sr)
 	}
 	b = append(b, '}')
-	e.gcirSize.Store(int64(len(b)))
+	e.gcirSize.Store(int64(len(b) - start))
 	return b, nil
 }
 
 // failedInitResponse is what SC answers when evaluating some entry fails
 // (the nesting limit): no entries, time 0, has_updates false, and the user.
-func (e *Evaluator) failedInitResponse(u *User) []byte {
-	b := []byte(`{"feature_gates":{},"dynamic_configs":{},"layer_configs":{},"param_stores":{},"time":0,"has_updates":false,"hash_used":"","user":`)
+func (e *Evaluator) failedInitResponse(dst []byte, u *User) []byte {
+	b := append(dst, `{"feature_gates":{},"dynamic_configs":{},"layer_configs":{},"param_stores":{},"time":0,"has_updates":false,"hash_used":"","user":`...)
 	b = u.appendLoggable(b, e.envRaw)
 	b = append(b, `,"sdkParams":{},"evaluated_keys":{},"sdkInfo":{}`...)
 	if u.hasPAHash {

@@ -640,7 +640,9 @@ func (s *evalService) handleInitialize(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, endpoint, aerr)
 		return
 	}
-	out, err := ev.ClientInitializeResponse(user, opts)
+	buf := answerBufs.Get().(*[]byte)
+	defer answerBufs.Put(buf)
+	out, err := ev.AppendClientInitializeResponse((*buf)[:0], user, opts)
 	if err != nil {
 		s.fail(w, endpoint, &apiError{http.StatusInternalServerError, "initialize failed: " + err.Error()})
 		return
@@ -648,6 +650,9 @@ func (s *evalService) handleInitialize(w http.ResponseWriter, r *http.Request) {
 	s.initMetrics.ok.Inc()
 	w.Header()["Content-Type"] = jsonContentType
 	_, _ = w.Write(out)
+	if cap(out) <= maxPooledAnswer {
+		*buf = out // the grown buffer serves the next answer
+	}
 	s.initMetrics.latency.Observe(time.Since(start).Seconds())
 }
 
