@@ -176,22 +176,13 @@ func compareCase(t *testing.T, c regressionCase) []string {
 }
 
 func TestRegressionCases(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "regress", "*.json"))
-	gz, _ := filepath.Glob(filepath.Join("testdata", "regress", "*.json.gz"))
-	files = append(files, gz...)
+	files := regressionFiles()
 	if len(files) == 0 {
 		t.Skip("no regression cases")
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			b, err := readMaybeGzip(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var c regressionCase
-			if err := json.Unmarshal(b, &c); err != nil {
-				t.Fatal(err)
-			}
+			c := readRegressionCase(t, f)
 			if len(c.Expected) == 0 && len(c.Initialize) == 0 {
 				t.Fatal("case has no expected records")
 			}
@@ -209,6 +200,27 @@ func TestRegressionCases(t *testing.T) {
 }
 
 // readMaybeGzip reads a file, gunzipping names ending in .gz.
+// regressionFiles lists the cases in testdata/regress (plain and gzipped).
+func regressionFiles() []string {
+	files, _ := filepath.Glob(filepath.Join("testdata", "regress", "*.json"))
+	gz, _ := filepath.Glob(filepath.Join("testdata", "regress", "*.json.gz"))
+	return append(files, gz...)
+}
+
+// readRegressionCase reads one case of testdata/regress.
+func readRegressionCase(t *testing.T, path string) regressionCase {
+	t.Helper()
+	b, err := readMaybeGzip(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c regressionCase
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return c
+}
+
 func readMaybeGzip(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil || !strings.HasSuffix(path, ".gz") {
@@ -270,19 +282,13 @@ func TestDifferentialCase(t *testing.T) {
 	if path == "" {
 		t.Skip("SIGEDGE_DIFFTEST_CASE names no case file")
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c regressionCase
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
+	c := readRegressionCase(t, path)
 	c.Initialize = nil // answers come from the reference, not the file
 	c.Users, c.Expected = referenceSurvivors(t, dir, c.RuleSet, c.Users)
 	// SIGEDGE_DIFFTEST_NOINIT=1: evaluations only (initialize responses of
 	// a large case make its replay slow)
 	if os.Getenv("SIGEDGE_DIFFTEST_NOINIT") != "1" {
+		var err error
 		if c.Initialize, err = referenceInit(t, dir, c.RuleSet, c.Users, c.ClientKey); err != nil {
 			t.Fatal(err)
 		}

@@ -2,8 +2,6 @@ package evalcore
 
 import (
 	"bytes"
-	"encoding/json"
-	"path/filepath"
 	"testing"
 )
 
@@ -12,17 +10,9 @@ import (
 // then exactly ClientInitializeResponse's answer, for every regression case
 // with initialize records (nesting-limit failures and sinceTime answers too).
 func TestAppendClientInitializeResponse(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "regress", "*.json*"))
 	checked := 0
-	for _, f := range files {
-		b, err := readMaybeGzip(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var c regressionCase
-		if err := json.Unmarshal(b, &c); err != nil {
-			t.Fatal(err)
-		}
+	for _, f := range regressionFiles() {
+		c := readRegressionCase(t, f)
 		if len(c.Initialize) == 0 {
 			continue
 		}
