@@ -406,8 +406,8 @@ func (s *evalService) handleEval(k evalKind) http.HandlerFunc {
 			unit = unitHash(user)
 		}
 		buf := answerBufs.Get().(*[]byte)
-		defer answerBufs.Put(buf)
 		out := (*buf)[:0]
+		defer func() { putAnswerBuf(buf, out) }()
 		if batch {
 			out = append(out, '{')
 		}
@@ -434,9 +434,6 @@ func (s *evalService) handleEval(k evalKind) http.HandlerFunc {
 		m.ok.Inc()
 		w.Header()["Content-Type"] = jsonContentType
 		_, _ = w.Write(out)
-		if cap(out) <= maxPooledAnswer {
-			*buf = out // the grown buffer serves the next answer
-		}
 		m.latency.Observe(time.Since(start).Seconds())
 	}
 }
@@ -447,6 +444,15 @@ var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &
 
 // maxPooledAnswer bounds the buffers kept in answerBufs (a batch answer may be large).
 const maxPooledAnswer = 64 << 10
+
+// putAnswerBuf hands buf back to answerBufs once the answer out built in it is written, keeping
+// the array out grew into unless it is too large to keep.
+func putAnswerBuf(buf *[]byte, out []byte) {
+	if out != nil && cap(out) <= maxPooledAnswer {
+		*buf = out[:0]
+	}
+	answerBufs.Put(buf)
+}
 
 // evaluate appends one result in Statsig's HTTP API shape and returns the exposure events to log.
 func (s *evalService) evaluate(out []byte, ev *evalcore.Evaluator, k evalKind, u *evalcore.User, name string, log bool, key string, unit uint64) ([]byte, [][]byte) {
@@ -641,8 +647,8 @@ func (s *evalService) handleInitialize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	buf := answerBufs.Get().(*[]byte)
-	defer answerBufs.Put(buf)
 	out, err := ev.AppendClientInitializeResponse((*buf)[:0], user, opts)
+	defer func() { putAnswerBuf(buf, out) }()
 	if err != nil {
 		s.fail(w, endpoint, &apiError{http.StatusInternalServerError, "initialize failed: " + err.Error()})
 		return
@@ -650,9 +656,6 @@ func (s *evalService) handleInitialize(w http.ResponseWriter, r *http.Request) {
 	s.initMetrics.ok.Inc()
 	w.Header()["Content-Type"] = jsonContentType
 	_, _ = w.Write(out)
-	if cap(out) <= maxPooledAnswer {
-		*buf = out // the grown buffer serves the next answer
-	}
 	s.initMetrics.latency.Observe(time.Since(start).Seconds())
 }
 
