@@ -7,8 +7,8 @@
 //	bench/intakeload/run.sh [-duration 10s] [-rounds 3] [-events 100,1000]
 //
 // Each round runs every phase once per batch size, in an order rotated from round to round (raw,
-// http-json, http-gzip, then http-json, http-gzip, raw, …) so that drift of a shared machine does
-// not always favour the same phase. Every phase starts from an empty stream (purged), every body is
+// raw-s2, http-json, http-gzip, then raw-s2, http-json, http-gzip, raw, …) so that drift of a
+// shared machine does not always favour the same phase. Every phase starts from a new stream (see fresh), every body is
 // distinct (JetStream's de-duplication never turns the load into no-ops), and only acknowledged
 // batches (202 for HTTP, an ack for raw) are counted.
 package main
@@ -57,7 +57,7 @@ func parse(args []string) (options, error) {
 	fs := flag.NewFlagSet("intakeload", flag.ContinueOnError)
 	fs.StringVar(&o.url, "url", "http://127.0.0.1:18100", "the proxy's base URL (loopback only)")
 	fs.StringVar(&o.ready, "ready", "http://127.0.0.1:18101/readyz", "readiness URL waited for (up to 30 s) before measuring; empty: do not wait")
-	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:14322", "the proxy's JetStream (its embedded server), for the raw publisher and purging (loopback only)")
+	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:14322", "the proxy's JetStream (its embedded server), for the raw publisher and the fresh stream of each phase (loopback only)")
 	fs.StringVar(&o.key, "key", "secret-intakeload", "server SDK key the batches are sent for")
 	fs.StringVar(&o.stream, "stream", "SIGEDGE_EVENTS", "the event stream (nats.stream.name)")
 	fs.StringVar(&o.prefix, "subject-prefix", "sigedge.events", "nats.stream.subject_prefix")
