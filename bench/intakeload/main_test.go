@@ -149,7 +149,7 @@ func TestRunMeasuresAgainstARealProxy(t *testing.T) {
 	if strings.Count(report, "× raw") < 2 || strings.Count(report, "   ratio ") != 2 {
 		t.Errorf("no ratios to raw in the report:\n%s", report)
 	}
-	// The last phase's batches are in the stream (purged before it): as many as the events it
+	// The last phase's batches are in the stream (new before it): as many as the events it
 	// reported, every one a valid batch of 3.
 	last := lines[len(lines)-1]
 	nc, err := nats.Connect(app.NATSURL())
