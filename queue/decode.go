@@ -170,7 +170,19 @@ const maxDepth = 10000
 // non-empty string "eventName" are dropped and counted in Batch.Dropped; the others are kept
 // byte-for-byte. As with encoding/json, the last of duplicate members wins.
 func DecodeBatch(data []byte) (*Batch, error) {
-	s := scanner{data: data}
+	if !haveBlockMasks || len(data) < minMaskedBody {
+		return decodeBatch(data, nil)
+	}
+	m := getMasks()
+	*m = fillBlockMasks(*m, data)
+	b, err := decodeBatch(data, *m)
+	putMasks(m)
+	return b, err
+}
+
+// decodeBatch is DecodeBatch with the body's string masks, or nil to read strings byte by byte.
+func decodeBatch(data []byte, masks blockMasks) (*Batch, error) {
+	s := scanner{data: data, masks: masks}
 	b := &Batch{Body: data}
 	i := s.ws(0)
 	if i == len(data) {
@@ -253,6 +265,7 @@ func keyIs(raw []byte, esc bool, name string) bool {
 type scanner struct {
 	data  []byte
 	depth int
+	masks blockMasks // nil: strings are read byte by byte
 }
 
 func (s *scanner) fail(i int, where string) error {
@@ -470,6 +483,32 @@ func (s *scanner) array(i int) (int, error) {
 // str validates the string at data[i] == '"' and returns the index after its closing quote and
 // whether it has escapes. Invalid UTF-8 is accepted, as encoding/json does (it decodes to U+FFFD).
 func (s *scanner) str(i int) (end int, esc bool, err error) {
+	// The fast path (see blockMasks), written out here: a call to a helper cost more than it saved.
+	m := s.masks
+	for j := i + 1; len(m) > 0; {
+		b := 2 * (j >> 6)
+		if b+1 >= len(m) {
+			break
+		}
+		shift := uint(j & 63)
+		q, a := m[b]>>shift, m[b+1]>>shift
+		if q != 0 {
+			if t := bits.TrailingZeros64(q); a&(1<<t-1) == 0 {
+				return j + t + 1, false, nil
+			}
+			break
+		}
+		if a != 0 {
+			break
+		}
+		j = (j | 63) + 1 // on in the next block
+	}
+	return s.readStr(i)
+}
+
+// readStr is str reading the string byte by byte: for inputs without masks, and strings the masks
+// cannot settle.
+func (s *scanner) readStr(i int) (end int, esc bool, err error) {
 	data := s.data
 	i++
 	for {

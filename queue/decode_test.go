@@ -206,6 +206,7 @@ func FuzzDecodeBatch(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		compareMasked(t, data)
 		b, err := DecodeBatch(data)
 		wantEvents, wantDropped, wantErr := refDecode(data)
 		if wantErr != nil {

@@ -1,0 +1,16 @@
+//go:build amd64 && !purego
+
+package queue
+
+import "golang.org/x/sys/cpu"
+
+// haveBlockMasks says whether blockMasksAsm is fast here; without AVX2 the scanner does without
+// masks.
+var haveBlockMasks = cpu.X86.HasAVX2
+
+// blockMasksAVX2 writes the masks of blocks 64-byte blocks from src to dst (2 words per block).
+//
+//go:noescape
+func blockMasksAVX2(src *byte, blocks int, dst *uint64)
+
+func blockMasksAsm(src *byte, blocks int, dst *uint64) { blockMasksAVX2(src, blocks, dst) }
