@@ -202,9 +202,10 @@ func (in *eventIntake) handler(endpoint string) http.HandlerFunc {
 		if err == nil && q.Get("se") == "1" {
 			data, err = queue.DecodeStatsigEncoded(data)
 		}
-		var b *queue.Batch
+		b := getBatch()
+		defer putBatch(b) // Publish keeps nothing of it
 		if err == nil {
-			b, err = queue.DecodeBatch(data)
+			err = b.Decode(data)
 		}
 		if err != nil {
 			recycle()
@@ -387,4 +388,26 @@ func putBuffer(b *bytes.Buffer) {
 	if b.Cap() <= 4<<20 {
 		bodyBuffers.Put(b)
 	}
+}
+
+// batches recycles decoded batches: their Events slices were a third of the intake's allocations.
+var batches sync.Pool
+
+func getBatch() *queue.Batch {
+	if b, ok := batches.Get().(*queue.Batch); ok {
+		return b
+	}
+	return new(queue.Batch)
+}
+
+// putBatch drops the batch's references into the body, so that a pooled batch does not keep a body
+// alive, and keeps batches of up to 64k events.
+func putBatch(b *queue.Batch) {
+	if cap(b.Events) > 1<<16 {
+		return
+	}
+	clear(b.Events[:cap(b.Events)])
+	clear(b.Fields[:cap(b.Fields)])
+	*b = queue.Batch{Events: b.Events[:0], Fields: b.Fields[:0]}
+	batches.Put(b)
 }

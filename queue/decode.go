@@ -170,33 +170,44 @@ const maxDepth = 10000
 // non-empty string "eventName" are dropped and counted in Batch.Dropped; the others are kept
 // byte-for-byte. As with encoding/json, the last of duplicate members wins.
 func DecodeBatch(data []byte) (*Batch, error) {
+	b := new(Batch)
+	if err := b.Decode(data); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Decode is DecodeBatch into b, reusing the memory of b's slices, for callers that keep batches in
+// a pool: the Events slice of a 100-event batch was a third of the proxy's own allocations. After an
+// error b holds nothing of use.
+func (b *Batch) Decode(data []byte) error {
 	if !haveBlockMasks || len(data) < minMaskedBody {
-		return decodeBatch(data, nil)
+		return b.decode(data, nil)
 	}
 	m := getMasks()
 	*m = fillBlockMasks(*m, data)
-	b, err := decodeBatch(data, *m)
+	err := b.decode(data, *m)
 	putMasks(m)
-	return b, err
+	return err
 }
 
-// decodeBatch is DecodeBatch with the body's string masks, or nil to read strings byte by byte.
-func decodeBatch(data []byte, masks blockMasks) (*Batch, error) {
+// decode is Decode with the body's string masks, or nil to read strings byte by byte.
+func (b *Batch) decode(data []byte, masks blockMasks) error {
 	s := scanner{data: data, masks: masks}
-	b := &Batch{Body: data}
+	*b = Batch{Body: data, Events: b.Events[:0], Fields: b.Fields[:0]}
 	i := s.ws(0)
 	if i == len(data) {
-		return nil, fmt.Errorf("%w: empty body", ErrInvalidJSON)
+		return fmt.Errorf("%w: empty body", ErrInvalidJSON)
 	}
 	if data[i] != '{' {
 		end, err := s.value(i)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if j := s.ws(end); j != len(data) {
-			return nil, s.fail(j, "after the top-level value")
+			return s.fail(j, "after the top-level value")
 		}
-		return nil, fmt.Errorf("%w: the body must be a JSON object {\"events\":[…]}", ErrInvalidBatch)
+		return fmt.Errorf("%w: the body must be a JSON object {\"events\":[…]}", ErrInvalidBatch)
 	}
 	var haveEvents, eventsIsList bool
 	i, more, err := s.open(i)
@@ -235,18 +246,18 @@ func decodeBatch(data []byte, masks blockMasks) (*Batch, error) {
 		}
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if j := s.ws(i); j != len(data) {
-		return nil, s.fail(j, "after the top-level object")
+		return s.fail(j, "after the top-level object")
 	}
 	switch {
 	case !haveEvents:
-		return nil, fmt.Errorf("%w: no \"events\" member", ErrInvalidBatch)
+		return fmt.Errorf("%w: no \"events\" member", ErrInvalidBatch)
 	case !eventsIsList:
-		return nil, fmt.Errorf("%w: \"events\" must be an array", ErrInvalidBatch)
+		return fmt.Errorf("%w: \"events\" must be an array", ErrInvalidBatch)
 	}
-	return b, nil
+	return nil
 }
 
 // keyIs reports whether the raw key (with quotes) names name. A key with escapes is unescaped first
@@ -341,9 +352,9 @@ func (s *scanner) next(i int, closing byte) (_ int, more bool, err error) {
 // events scans the "events" array starting at data[i] == '[' and classifies each element.
 func (s *scanner) events(i int, b *Batch) (int, error) {
 	data := s.data
-	if b.Events == nil {
+	if room := (len(data)-i)/512 + 8; cap(b.Events) < room {
 		// Room for events of 512 bytes or more (SDK events are about that) in one allocation.
-		b.Events = make([][]byte, 0, (len(data)-i)/512+8)
+		b.Events = make([][]byte, 0, room)
 	}
 	i, more, err := s.open(i)
 	for err == nil && more {
@@ -432,7 +443,9 @@ func (s *scanner) members(i int, event bool) (_ int, reason DropReason, err erro
 			return 0, 0, s.fail(i, "where an object key was expected")
 		}
 		key, esc := i, false
-		if i, esc, err = s.str(i); err != nil {
+		if end := s.masks.strEnd(i); end > 0 {
+			i = end
+		} else if i, esc, err = s.str(i); err != nil {
 			return 0, 0, err
 		}
 		if event && keyIs(data[key:i], esc, "eventName") {
@@ -443,7 +456,9 @@ func (s *scanner) members(i int, event bool) (_ int, reason DropReason, err erro
 		}
 		v := s.ws(i + 1)
 		if v < len(data) && data[v] == '"' {
-			i, _, err = s.str(v)
+			if i = s.masks.strEnd(v); i < 0 {
+				i, _, err = s.str(v)
+			}
 		} else {
 			i, err = s.value(v)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -285,4 +286,42 @@ func sampleBatch(n int) []byte {
 	}
 	sb.WriteString(`],"statsigMetadata":{"sdkType":"go-sdk","sdkVersion":"1.35.1","languageVersion":"go1.26","sessionID":"8d6f1c9e"}}`)
 	return []byte(sb.String())
+}
+
+// TestBatchDecodeReusesItsMemory decodes bodies of every kind one after another into one Batch,
+// failures in between: each result must be what a fresh DecodeBatch gives, and once the Batch has
+// grown, decoding allocates nothing.
+func TestBatchDecodeReusesItsMemory(t *testing.T) {
+	bodies := [][]byte{
+		sampleBatch(100),
+		[]byte(`{"events":[{"eventName":"a"},1],"x":true,"statsigMetadata":{"sdkType":"t"}}`),
+		[]byte(`{"events":[{"eventName":"a"}`), // broken
+		sampleBatch(3),
+		[]byte(`{"events":[]}`),
+		[]byte(`{"other":1,"events":[{"eventName":"b"}],"more":[2]}`),
+	}
+	var b Batch
+	for round := range 2 {
+		for k, body := range bodies {
+			want, wantErr := DecodeBatch(body)
+			err := b.Decode(body)
+			if fmt.Sprint(err) != fmt.Sprint(wantErr) {
+				t.Fatalf("round %d body %d: error %v, fresh %v", round, k, err, wantErr)
+			}
+			if err != nil {
+				continue
+			}
+			same := slices.EqualFunc(b.Events, want.Events, bytes.Equal) &&
+				slices.EqualFunc(b.Fields, want.Fields, bytes.Equal) &&
+				bytes.Equal(b.Body, want.Body) && bytes.Equal(b.EventsRaw, want.EventsRaw) &&
+				bytes.Equal(b.Metadata, want.Metadata) && b.Total == want.Total && b.Dropped == want.Dropped
+			if !same {
+				t.Fatalf("round %d body %d: reused batch %+v, fresh %+v", round, k, b, *want)
+			}
+		}
+	}
+	big := sampleBatch(100)
+	if allocs := testing.AllocsPerRun(20, func() { _ = b.Decode(big) }); allocs != 0 {
+		t.Errorf("Decode into a grown batch allocates %.0f times, want 0", allocs)
+	}
 }

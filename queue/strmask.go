@@ -1,6 +1,9 @@
 package queue
 
-import "sync"
+import (
+	"math/bits"
+	"sync"
+)
 
 // String masks: a bitmap pass over the body that lets the scanner find the end of a string with a
 // few bit operations instead of reading it byte by byte. For every 64-byte block of the body there
@@ -57,6 +60,23 @@ func blockMasksGeneric(data []byte, dst []uint64) {
 		}
 		dst[2*b], dst[2*b+1] = q, a
 	}
+}
+
+// strEnd is the index after the closing quote of the string at i, when the masks settle it within
+// the block of its first byte (most strings), else -1 (no masks, or see scanner.str). It is small
+// enough to be inlined into the scanner's hot loop.
+func (m blockMasks) strEnd(i int) int {
+	j := i + 1
+	b := 2 * (j >> 6)
+	if b+1 >= len(m) {
+		return -1
+	}
+	q, a := m[b]>>(j&63), m[b+1]>>(j&63)
+	// q&-q-1 has the bits below q's lowest: the bytes before the first quote.
+	if q == 0 || a&(q&-q-1) != 0 {
+		return -1
+	}
+	return j + bits.TrailingZeros64(q) + 1
 }
 
 // maskPool recycles mask buffers (a quarter of the body's size).
