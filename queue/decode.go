@@ -443,7 +443,7 @@ func (s *scanner) members(i int, event bool) (_ int, reason DropReason, err erro
 			return 0, 0, s.fail(i, "where an object key was expected")
 		}
 		key, esc := i, false
-		if end := s.masks.strEnd(i); end > 0 {
+		if end := s.strEnd(i); end > 0 {
 			i = end
 		} else if i, esc, err = s.str(i); err != nil {
 			return 0, 0, err
@@ -456,7 +456,7 @@ func (s *scanner) members(i int, event bool) (_ int, reason DropReason, err erro
 		}
 		v := s.ws(i + 1)
 		if v < len(data) && data[v] == '"' {
-			if i = s.masks.strEnd(v); i < 0 {
+			if i = s.strEnd(v); i < 0 {
 				i, _, err = s.str(v)
 			}
 		} else {
@@ -498,27 +498,34 @@ func (s *scanner) array(i int) (int, error) {
 // str validates the string at data[i] == '"' and returns the index after its closing quote and
 // whether it has escapes. Invalid UTF-8 is accepted, as encoding/json does (it decodes to U+FFFD).
 func (s *scanner) str(i int) (end int, esc bool, err error) {
-	// The fast path (see blockMasks), written out here: a call to a helper cost more than it saved.
-	m := s.masks
-	for j := i + 1; len(m) > 0; {
-		b := 2 * (j >> 6)
-		if b+1 >= len(m) {
-			break
-		}
-		shift := uint(j & 63)
-		q, a := m[b]>>shift, m[b+1]>>shift
-		if q != 0 {
-			if t := bits.TrailingZeros64(q); a&(1<<t-1) == 0 {
-				return j + t + 1, false, nil
+	// Long strings: the masks a block at a time (see blockMasks).
+	for j := i + 1; len(s.masks) > 0; j += 64 {
+		if p := s.masks.nextSpecial(j); p >= 0 {
+			if s.data[p] == '"' {
+				return p + 1, false, nil
 			}
 			break
 		}
-		if a != 0 {
+		if j>>6+1 >= len(s.masks) {
 			break
 		}
-		j = (j | 63) + 1 // on in the next block
 	}
 	return s.readStr(i)
+}
+
+// strEnd is the index after the closing quote of the string at data[i] == '"' when the masks
+// settle it within 64 bytes, else -1 (then str decides). It is inlined into the hot loop.
+func (s *scanner) strEnd(i int) int {
+	// nextSpecial written out: calling it put this over the inliner's budget.
+	m, j := s.masks, i+1
+	if b := j >> 6; b+1 < len(m) {
+		if w := m[b]>>(j&63) | m[b+1]<<1<<(63-j&63); w != 0 {
+			if p := j + bits.TrailingZeros64(w); s.data[p] == '"' {
+				return p + 1
+			}
+		}
+	}
+	return -1
 }
 
 // readStr is str reading the string byte by byte: for inputs without masks, and strings the masks

@@ -8,7 +8,7 @@ import "golang.org/x/sys/cpu"
 // masks.
 var haveBlockMasks = cpu.X86.HasAVX2
 
-// blockMasksAVX2 writes the masks of blocks 64-byte blocks from src to dst (2 words per block).
+// blockMasksAVX2 writes the masks of blocks 64-byte blocks from src to dst (a word per block).
 //
 //go:noescape
 func blockMasksAVX2(src *byte, blocks int, dst *uint64)

@@ -4,8 +4,8 @@
 
 // func blockMasksAVX2(src *byte, blocks int, dst *uint64)
 //
-// Per 64-byte block, two 32-byte halves: quotes = bytes equal to '"'; attention = bytes equal to
-// '\\' or at most 0x1f (min(b, 0x1f) == b). VPMOVMSKB turns each half into 32 bits.
+// Per 64-byte block, in two 32-byte halves: special = bytes equal to '"' or '\\', or at most 0x1f
+// (min(b, 0x1f) == b). VPMOVMSKB turns each half into 32 bits of the block's word.
 TEXT ·blockMasksAVX2(SB), NOSPLIT, $0-24
 	MOVQ src+0(FP), SI
 	MOVQ blocks+8(FP), CX
@@ -27,29 +27,27 @@ loop:
 	VMOVDQU 32(SI), Y4
 
 	VPCMPEQB Y3, Y0, Y5
+	VPCMPEQB Y3, Y1, Y6
+	VPOR     Y5, Y6, Y5
+	VPMINUB  Y3, Y2, Y7
+	VPCMPEQB Y7, Y3, Y7
+	VPOR     Y5, Y7, Y5
+
 	VPCMPEQB Y4, Y0, Y6
+	VPCMPEQB Y4, Y1, Y8
+	VPOR     Y6, Y8, Y6
+	VPMINUB  Y4, Y2, Y8
+	VPCMPEQB Y8, Y4, Y8
+	VPOR     Y6, Y8, Y6
+
 	VPMOVMSKB Y5, AX
 	VPMOVMSKB Y6, BX
 	SHLQ $32, BX
 	ORQ  BX, AX
 	MOVQ AX, (DI)
 
-	VPCMPEQB Y3, Y1, Y5
-	VPMINUB  Y3, Y2, Y7
-	VPCMPEQB Y7, Y3, Y7
-	VPOR     Y5, Y7, Y5
-	VPCMPEQB Y4, Y1, Y6
-	VPMINUB  Y4, Y2, Y8
-	VPCMPEQB Y8, Y4, Y8
-	VPOR     Y6, Y8, Y6
-	VPMOVMSKB Y5, AX
-	VPMOVMSKB Y6, BX
-	SHLQ $32, BX
-	ORQ  BX, AX
-	MOVQ AX, 8(DI)
-
 	ADDQ $64, SI
-	ADDQ $16, DI
+	ADDQ $8, DI
 	DECQ CX
 	JMP  loop
 

@@ -9,5 +9,5 @@ const haveBlockMasks = false
 
 // blockMasksAsm is the portable code, for tests on other platforms.
 func blockMasksAsm(src *byte, blocks int, dst *uint64) {
-	blockMasksGeneric(unsafe.Slice(src, 64*blocks), unsafe.Slice(dst, 2*blocks))
+	blockMasksGeneric(unsafe.Slice(src, 64*blocks), unsafe.Slice(dst, blocks))
 }
