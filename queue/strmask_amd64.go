@@ -2,7 +2,11 @@
 
 package queue
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
 
 // haveBlockMasks says whether blockMasksAsm is fast here; without AVX2 the scanner does without
 // masks.
@@ -13,4 +17,12 @@ var haveBlockMasks = cpu.X86.HasAVX2
 //go:noescape
 func blockMasksAVX2(src *byte, blocks int, dst *uint64)
 
-func blockMasksAsm(src *byte, blocks int, dst *uint64) { blockMasksAVX2(src, blocks, dst) }
+// blockMasksAsm computes masks with AVX2, or with the portable code on a CPU without it (only
+// tests ask for masks there).
+func blockMasksAsm(src *byte, blocks int, dst *uint64) {
+	if !haveBlockMasks {
+		blockMasksGeneric(unsafe.Slice(src, 64*blocks), unsafe.Slice(dst, blocks))
+		return
+	}
+	blockMasksAVX2(src, blocks, dst)
+}

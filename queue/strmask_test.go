@@ -38,6 +38,18 @@ func TestBlockMasksMatchTheirDefinition(t *testing.T) {
 	}
 }
 
+// TestBlockMasksWithoutSIMD runs the mask tests as on a CPU without AVX2 (or another platform):
+// DecodeBatch reads strings byte by byte, and masks asked for by tests come from the portable code.
+// No test of this package runs in parallel, so flipping the switch is safe here.
+func TestBlockMasksWithoutSIMD(t *testing.T) {
+	if !haveBlockMasks {
+		t.Skip("no SIMD masks on this platform: the other tests already run without them")
+	}
+	setBlockMasks(t, false)
+	t.Run("definition", TestBlockMasksMatchTheirDefinition)
+	t.Run("decode", TestDecodeBatchWithMasksIsDecodeBatch)
+}
+
 // TestDecodeBatchWithMasksIsDecodeBatch decodes bodies whose strings sit across block boundaries,
 // with escapes and control bytes at every offset, with and without masks: the results, errors
 // included, must be the same.
