@@ -25,6 +25,7 @@ type flakyFront struct {
 	t       *testing.T
 	backend string
 	srv     *httptest.Server
+	decoder *queue.BodyDecoder // what the proxy reads a compressed body with
 
 	mu       sync.Mutex
 	failed   bool
@@ -33,7 +34,11 @@ type flakyFront struct {
 }
 
 func newFlakyFront(t *testing.T, backend string) *flakyFront {
-	f := &flakyFront{t: t, backend: backend}
+	decoder, err := queue.NewBodyDecoder(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &flakyFront{t: t, backend: backend, decoder: decoder}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -57,10 +62,8 @@ func (f *flakyFront) serve(w http.ResponseWriter, r *http.Request) {
 	status := resp.StatusCode
 	if strings.HasSuffix(r.URL.Path, "/log_event") {
 		f.mu.Lock()
-		if dec, err := queue.NewBodyDecoder(64 << 20); err == nil {
-			if plain, err := dec.Decompress(r.Header.Get("Content-Encoding"), body); err == nil {
-				body = plain
-			}
+		if plain, err := f.decoder.Decompress(r.Header.Get("Content-Encoding"), body); err == nil {
+			body = plain
 		}
 		f.bodies = append(f.bodies, body)
 		if !f.failed && status == http.StatusAccepted {
