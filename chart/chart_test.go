@@ -571,6 +571,16 @@ func TestChartDefaultsAreProductionReady(t *testing.T) {
 		t.Errorf("defaults: log %s, embedded %v, stream replicas %d, urls %v; want json logs and a 3-replica external stream",
 			cfg.Log.Format, cfg.NATS.Embedded, cfg.NATS.Stream.Replicas, cfg.NATS.URLs)
 	}
+	// An SDK's retry must reach the replica that remembers the original (proxy.retry_dedupe).
+	var svc struct {
+		Spec struct {
+			SessionAffinity string `yaml:"sessionAffinity"`
+		} `yaml:"spec"`
+	}
+	r.find("Service", r.name).decode(t, &svc)
+	if !cfg.Proxy.RetryDedupe.Enabled || svc.Spec.SessionAffinity != "ClientIP" {
+		t.Errorf("retry de-duplication %v, Service sessionAffinity %q; want on, and ClientIP", cfg.Proxy.RetryDedupe.Enabled, svc.Spec.SessionAffinity)
+	}
 
 	// Before Kubernetes 1.30 there is no sleep hook: the chart must not render one.
 	old, err := tryRender(t, "--kube-version", "1.29.0")

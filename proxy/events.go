@@ -59,7 +59,7 @@ type eventIntake struct {
 func (a *App) startEvents() error {
 	pub, err := queue.NewPublisher(queue.PublisherOptions{
 		Conn: a.nc, Stream: a.cfg.NATS.Stream, Timeout: a.cfg.NATS.PublishTimeout,
-		Dedupe: a.cfg.Proxy.ExposureDedupe, Registerer: a.registry, Logger: a.logger,
+		Dedupe: a.cfg.Proxy.ExposureDedupe, Retries: a.cfg.Proxy.RetryDedupe, Registerer: a.registry, Logger: a.logger,
 	})
 	if err != nil {
 		return fmt.Errorf("event publisher: %w", err)
@@ -91,7 +91,7 @@ func newEventIntake(cfg config.Config, pub *queue.Publisher, bodies *queue.BodyD
 		}, []string{"endpoint", "reason"}),
 		eventsOK: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_events_accepted_total",
-			Help: "Events stored in JetStream, by endpoint.",
+			Help: "Events of batches answered 202, by endpoint: stored in JetStream, now or by an earlier attempt (an SDK's retry counts again; see sigedge_queue_retried_events_total).",
 		}, []string{"endpoint"}),
 		eventsRefuse: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_events_rejected_total",

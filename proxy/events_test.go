@@ -429,27 +429,46 @@ func TestEventIntakeKeepsGoodEventsBesideBadOnes(t *testing.T) {
 	}
 }
 
+// An SDK's retry of the same batch is stored once: the proxy's retry memory leaves its events out
+// (the session sent them already), and without it (or on another replica) JetStream drops the
+// message as a duplicate by its id.
 func TestEventIntakeStoresARetriedBatchOnce(t *testing.T) {
-	e := startIntake(t, intakeConfig(t))
-	plain, want := intakeBatch("retry", 20)
-	// The same batch three times: an SDK retrying after a lost reply, once re-encoded differently
-	// (server-core requeues and re-compresses) and with another statsigMetadata.
-	other := bytes.Replace(plain, []byte(`"sessionID":"s1"`), []byte(`"sessionID":"s1","flushType":"shutdown"`), 1)
-	for i, send := range []struct {
-		coding string
-		body   []byte
-	}{{"gzip", plain}, {"gzip", plain}, {"zstd", other}} {
-		r := e.post("/v1/log_event", encodeBody(t, send.coding, send.body), "STATSIG-API-KEY", intakeServerKey, "Content-Encoding", send.coding)
-		if r.status != http.StatusAccepted {
-			t.Fatalf("attempt %d: %d %q", i, r.status, r.raw)
-		}
-	}
-	msgs := e.messages()
-	if got := eventsIn(t, msgs); len(msgs) != 1 || strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("%d messages with %d events, want the batch once", len(msgs), len(got))
-	}
-	if got := e.metricValue("sigedge_queue_duplicate_messages_total", nil); got != 2 {
-		t.Errorf("duplicates = %v, want 2", got)
+	for _, memory := range []bool{true, false} {
+		t.Run(fmt.Sprint("retry_dedupe=", memory), func(t *testing.T) {
+			cfg := intakeConfig(t)
+			cfg.Proxy.RetryDedupe.Enabled = memory
+			e := startIntake(t, cfg)
+			plain, want := intakeBatch("retry", 20)
+			// The same batch three times: an SDK retrying after a lost reply, once re-encoded
+			// differently (server-core requeues and re-compresses) and with another statsigMetadata.
+			other := bytes.Replace(plain, []byte(`"sessionID":"s1"`), []byte(`"sessionID":"s1","flushType":"shutdown"`), 1)
+			for i, send := range []struct {
+				coding string
+				body   []byte
+			}{{"gzip", plain}, {"gzip", plain}, {"zstd", other}} {
+				r := e.post("/v1/log_event", encodeBody(t, send.coding, send.body), "STATSIG-API-KEY", intakeServerKey, "Content-Encoding", send.coding)
+				if r.status != http.StatusAccepted || r.body["success"] != true || r.body["dropped"] != nil {
+					t.Fatalf("attempt %d: %d %q", i, r.status, r.raw)
+				}
+			}
+			msgs := e.messages()
+			if got := eventsIn(t, msgs); len(msgs) != 1 || strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("%d messages with %d events, want the batch once", len(msgs), len(got))
+			}
+			wantDups, wantRetried := 2.0, 0.0
+			if memory {
+				wantDups, wantRetried = 0, 40
+			}
+			dups := e.metricValue("sigedge_queue_duplicate_messages_total", nil)
+			retried := e.metricValue("sigedge_queue_retried_events_total", nil)
+			if dups != wantDups || retried != wantRetried {
+				t.Errorf("duplicate messages %v, retried events %v; want %v and %v", dups, retried, wantDups, wantRetried)
+			}
+			accepted := e.metricValue("sigedge_events_accepted_total", map[string]string{"endpoint": "log_event"})
+			if accepted != 60 {
+				t.Errorf("accepted events %v, want 60: a retry's events are accepted (and stored once)", accepted)
+			}
+		})
 	}
 }
 

@@ -15,6 +15,8 @@ type publisherMetrics struct {
 	batches    *prometheus.CounterVec
 	events     *prometheus.CounterVec
 	duplicates prometheus.Counter
+	retried    prometheus.Counter
+	remembered prometheus.GaugeFunc
 	failures   *prometheus.CounterVec
 	drops      *prometheus.CounterVec
 	bodyBytes  *prometheus.CounterVec
@@ -44,6 +46,19 @@ func newPublisherMetrics(p *Publisher) publisherMetrics {
 			Name: "sigedge_queue_duplicate_messages_total",
 			Help: "Messages JetStream recognised as already stored (an SDK retried a batch that was stored).",
 		}),
+		retried: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sigedge_queue_retried_events_total",
+			Help: "Events left out of a batch because an earlier batch of the same SDK session stored them (the SDK re-sent them in a new batch after a lost reply).",
+		}),
+		remembered: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sigedge_queue_retry_memory_events",
+			Help: "Events remembered to recognise SDK retries (bounded by proxy.retry_dedupe.max_events).",
+		}, func() float64 {
+			if p.retries == nil {
+				return 0
+			}
+			return float64(p.retries.events())
+		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_queue_publish_failures_total",
 			Help: "Event batches not stored (answered 503, the SDK retries), by reason: disconnected, timeout, stream_full, no_stream, error.",
@@ -66,7 +81,7 @@ func newPublisherMetrics(p *Publisher) publisherMetrics {
 }
 
 func (m *publisherMetrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.seconds, m.messages, m.batches, m.events, m.duplicates, m.failures, m.drops, m.bodyBytes, m.stream} {
+	for _, c := range []prometheus.Collector{m.seconds, m.messages, m.batches, m.events, m.duplicates, m.retried, m.remembered, m.failures, m.drops, m.bodyBytes, m.stream} {
 		if err := r.Register(c); err != nil {
 			return err
 		}
@@ -80,6 +95,7 @@ func (m *publisherMetrics) published(meta BatchMeta, res *Result, d time.Duratio
 	m.batches.WithLabelValues(meta.Source).Inc()
 	m.events.WithLabelValues(meta.Source).Add(float64(res.Events))
 	m.duplicates.Add(float64(res.Duplicates))
+	m.retried.Add(float64(res.Retried))
 	m.bodyBytes.WithLabelValues("json").Add(float64(res.BodyBytes))
 	m.bodyBytes.WithLabelValues("stored").Add(float64(res.StoredBytes))
 	m.dropped(&res.Dropped)

@@ -50,6 +50,9 @@ type PublisherOptions struct {
 	Timeout time.Duration
 	// Dedupe configures the optional exposure de-duplication.
 	Dedupe config.ExposureDedupe
+	// Retries configures the recognition of events an SDK re-sends in a new batch (see Result.Retried);
+	// they are remembered for Stream.DuplicateWindow, like batch ids.
+	Retries config.RetryDedupe
 	// Registerer receives the publisher's metrics (nil: not registered).
 	Registerer prometheus.Registerer
 	// Logger receives failures (rate-limited).
@@ -81,6 +84,10 @@ type Result struct {
 	Messages int
 	// Duplicates is how many of those JetStream recognised as already stored (an SDK's retry).
 	Duplicates int
+	// Retried is how many of Events an earlier batch of the same SDK session stored: the SDK
+	// re-sent them in a new batch (statsig-node-core does, after a lost reply). They are not stored
+	// again.
+	Retried int
 	// Dropped counts the events left out by the publisher (too large for a message, duplicate
 	// exposures).
 	Dropped DropCounts
@@ -98,6 +105,7 @@ type Publisher struct {
 	timeout time.Duration
 	s2      bool // compress bodies (nats.stream.compression: s2)
 	dedupe  *dedupe
+	retries *retryMemory
 	logger  *slog.Logger
 	logs    logutil.Limiter
 	m       publisherMetrics
@@ -129,6 +137,13 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	}
 	if o.Dedupe.Enabled {
 		p.dedupe = newDedupe(o.Dedupe.MaxKeys, o.Dedupe.Window)
+	}
+	if o.Retries.Enabled {
+		if o.Stream.DuplicateWindow <= 0 || o.Retries.MaxEvents <= 0 {
+			return nil, fmt.Errorf("queue: retry de-duplication needs a positive duplicate window and max events, got %s and %d",
+				o.Stream.DuplicateWindow, o.Retries.MaxEvents)
+		}
+		p.retries = newRetryMemory(o.Stream.DuplicateWindow, o.Retries.MaxEvents)
 	}
 	p.m = newPublisherMetrics(p)
 	if o.Registerer != nil {
@@ -183,9 +198,18 @@ func (p *Publisher) PublishBatch(ctx context.Context, key string, meta BatchMeta
 // an error wrapping ErrUnavailable (nothing may be assumed stored: the caller answers 503 and the
 // SDK retries; message ids make the retry idempotent), or ErrTooLarge when not even one event fits
 // a message.
-func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *Batch) (Result, error) {
-	var res Result
+func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *Batch) (res Result, err error) {
 	events := b.Events
+	if p.retries != nil && meta.Source != wire.SourceProxy {
+		if session := b.SessionID(); session != "" {
+			var claim *retryClaim
+			if events, claim, err = p.retries.claim(ctx, key, session, events); err != nil {
+				return res, p.failed(key, &PublishError{Reason: "timeout", Err: fmt.Errorf("waiting for an earlier batch of this SDK session: %w", err)})
+			}
+			res.Retried = len(b.Events) - len(events)
+			defer func() { claim.finish(err == nil) }()
+		}
+	}
 	var remember []exposureKey
 	if p.dedupe != nil {
 		var n int
@@ -193,6 +217,8 @@ func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *
 		res.Dropped[DropDuplicateExposure] = n
 	}
 	if len(events) == 0 {
+		res.Events = res.Retried
+		p.m.retried.Add(float64(res.Retried))
 		p.m.dropped(&res.Dropped)
 		return res, nil
 	}
@@ -232,7 +258,7 @@ func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *
 			return res, fmt.Errorf("%w: each of the %d events is larger than a message may be (%d bytes)", ErrTooLarge, tooLarge, room)
 		}
 	}
-	res.Events = len(events) - res.Dropped[DropTooLarge]
+	res.Events = len(events) - res.Dropped[DropTooLarge] + res.Retried
 
 	if st := p.nc.Status(); st != nats.CONNECTED {
 		// Fail fast: while reconnecting, nats.go would buffer the publish and the SDK would wait for

@@ -199,6 +199,74 @@ func TestPublishRetryIsStoredOnce(t *testing.T) {
 	}
 }
 
+// rebatched is a batch of the given session holding events, as an SDK sends them.
+func rebatched(session string, events ...string) []byte {
+	return []byte(`{"events":[` + strings.Join(events, ",") + `],"statsigMetadata":{"sdkType":"statsig-server-core","sessionID":"` + session + `"}}`)
+}
+
+// statsig-node-core re-sends the events of a batch whose reply it lost after newer events, cut at its
+// batch size: other batches, other ids. The retry memory stores each event once; without it, or
+// without a session id to tell SDK instances apart, the repeats are stored again.
+func TestPublishRebatchedRetryIsStoredOnce(t *testing.T) {
+	ev := func(i int) string { return sampleEvent(i) }
+	tests := []struct {
+		name        string
+		retries     bool
+		session     string
+		wantStored  int
+		wantRetried float64
+	}{
+		{"remembered per session", true, "session-1", 6, 4},
+		{"off", false, "session-1", 10, 0},
+		{"no session id", true, "", 10, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tj := startTestJS(t, 1<<20, nil)
+			p, err := NewPublisher(PublisherOptions{Conn: tj.nc, Stream: tj.stream, Timeout: 3 * time.Second, Registerer: tj.reg,
+				Retries: config.RetryDedupe{Enabled: tc.retries, MaxEvents: 1000}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			batches := [][]byte{
+				rebatched(tc.session, ev(0), ev(1), ev(2), ev(3)), // stored, the reply lost
+				rebatched(tc.session, ev(4), ev(5), ev(0)),        // newer events, then the retry, cut
+				rebatched(tc.session, ev(1), ev(2), ev(3)),        // the rest of the retry
+			}
+			wantRetried := []int{0, 1, 3}
+			for i, body := range batches {
+				res, err := p.Publish(context.Background(), "secret-abc", BatchMeta{Endpoint: wire.EndpointLogEvent}, decoded(t, body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := 0
+				if tc.wantRetried > 0 {
+					want = wantRetried[i]
+				}
+				if res.Retried != want || res.Events != len(decoded(t, body).Events) {
+					t.Errorf("batch %d: retried %d of %d events, want %d of %d", i, res.Retried, res.Events, want, len(decoded(t, body).Events))
+				}
+			}
+			stored := storedEvents(t, tj.messages(t))
+			if len(stored) != tc.wantStored {
+				t.Errorf("%d events stored, want %d", len(stored), tc.wantStored)
+			}
+			seen := map[string]bool{}
+			for _, e := range stored {
+				seen[e] = true
+			}
+			for i := range 6 {
+				if !seen[ev(i)] {
+					t.Errorf("event %d was not stored", i)
+				}
+			}
+			if got := metrictest.Value(t, tj.reg, "sigedge_queue_retried_events_total", nil); got != tc.wantRetried {
+				t.Errorf("retried metric = %v, want %v", got, tc.wantRetried)
+			}
+		})
+	}
+}
+
 // storedEvents decodes every stored message and returns its events' raw JSON, in order, checking
 // each message's event count header.
 func storedEvents(t *testing.T, msgs []*jetstream.RawStreamMsg) []string {

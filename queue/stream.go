@@ -29,6 +29,10 @@
 //	meta := queue.BatchMeta{Endpoint: wire.EndpointLogEvent, Source: wire.SourceProxy}
 //	err := pub.PublishBatch(ctx, sdkKey, meta, [][]byte{exposureJSON})
 //
+// With proxy.retry_dedupe enabled (the default), the Publisher also leaves out the events an SDK
+// re-sends in a new batch, which message ids cannot see (statsig-node-core re-batches its retries):
+// per SDK session it remembers the event sequences recent batches stored (see retries.go).
+//
 // With proxy.exposure_dedupe enabled, the Publisher drops exposure events already stored within the
 // window (same key, unit IDs, spec, rule and value); they are remembered only once stored, so a
 // failed publish never makes its retry look like a duplicate.

@@ -83,6 +83,8 @@ type Proxy struct {
 	PublicURL string `yaml:"public_url"`
 	// ExposureDedupe configures the optional de-duplication of exposure events.
 	ExposureDedupe ExposureDedupe `yaml:"exposure_dedupe"`
+	// RetryDedupe configures the recognition of events an SDK re-sends in a new batch.
+	RetryDedupe RetryDedupe `yaml:"retry_dedupe"`
 	// EvalExposures configures the exposures of the evaluations the proxy serves itself
 	// (check_gate, get_config, get_layer).
 	EvalExposures EvalExposures `yaml:"eval_exposures"`
@@ -110,6 +112,18 @@ type ExposureDedupe struct {
 	Window time.Duration `yaml:"window"`
 	// MaxKeys bounds the memory the de-duplication uses.
 	MaxKeys int `yaml:"max_keys"`
+}
+
+// RetryDedupe recognises events an SDK re-sends in a new batch after a lost reply (statsig-node-core
+// re-batches its retries, so their batch id differs): per SDK session (statsigMetadata.sessionID),
+// events a recent batch stored are left out of later batches that repeat them. They are remembered
+// for nats.stream.duplicate_window.
+type RetryDedupe struct {
+	// Enabled turns it on (the default).
+	Enabled bool `yaml:"enabled"`
+	// MaxEvents bounds the events remembered across all sessions (8 bytes each, plus about 100 bytes
+	// per batch); least recently active sessions are forgotten first.
+	MaxEvents int `yaml:"max_events"`
 }
 
 // Forwarder configures cmd/forwarder.
@@ -316,6 +330,7 @@ func Default() Config {
 			WriteTimeout:    30 * time.Second,
 			IdleTimeout:     90 * time.Second,
 			ExposureDedupe:  ExposureDedupe{Enabled: false, Window: time.Minute, MaxKeys: 100_000},
+			RetryDedupe:     RetryDedupe{Enabled: true, MaxEvents: 2_000_000},
 			EvalExposures: EvalExposures{Enabled: true, DedupeWindow: time.Minute, DedupeMaxKeys: 100_000,
 				FlushInterval: time.Second, MaxBuffered: 100_000},
 		},

@@ -105,6 +105,10 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if c.Proxy.RetryDedupe.Enabled && c.Proxy.RetryDedupe.MaxEvents <= 0 {
+		bad("proxy.retry_dedupe.max_events", "must be positive, got %d", c.Proxy.RetryDedupe.MaxEvents)
+	}
+
 	if e := c.Proxy.EvalExposures; e.Enabled {
 		if e.DedupeWindow < 0 {
 			bad("proxy.eval_exposures.dedupe_window", "must be 0 (off) or positive, got %s", e.DedupeWindow)
