@@ -203,7 +203,7 @@ func (p *Publisher) Publish(ctx context.Context, key string, meta BatchMeta, b *
 	if p.retries != nil && meta.Source != wire.SourceProxy {
 		if session := b.SessionID(); session != "" {
 			var claim *retryClaim
-			if events, claim, err = p.retries.claim(ctx, key, session, events); err != nil {
+			if events, claim, err = p.retries.claim(ctx, p.timeout, key, session, events); err != nil {
 				return res, p.failed(key, &PublishError{Reason: "timeout", Err: fmt.Errorf("waiting for an earlier batch of this SDK session: %w", err)})
 			}
 			res.Retried = len(b.Events) - len(events)

@@ -116,8 +116,9 @@ func newRetryMemory(window time.Duration, maxEvents int) *retryMemory {
 
 // claim returns the events of a batch of the given SDK session that no earlier stored batch of the
 // session holds, and registers them as pending. The caller must call finish on the claim with the
-// publish's outcome. It fails only when ctx ends while waiting for a matching batch in flight.
-func (m *retryMemory) claim(ctx context.Context, sdkKey, sessionID string, events [][]byte) (kept [][]byte, c *retryClaim, err error) {
+// publish's outcome. It fails only when ctx ends, or timeout passes, while it waits for a matching
+// batch in flight.
+func (m *retryMemory) claim(ctx context.Context, timeout time.Duration, sdkKey, sessionID string, events [][]byte) (kept [][]byte, c *retryClaim, err error) {
 	hashes := make([]uint64, len(events))
 	for i, ev := range events {
 		hashes[i] = maphash.Bytes(m.seed, ev)
@@ -125,6 +126,7 @@ func (m *retryMemory) claim(ctx context.Context, sdkKey, sessionID string, event
 	id := m.sessionKey(sdkKey, sessionID)
 	sh := &m.shards[id%retryShards]
 
+	waitCtx := ctx // bounded by timeout once a wait begins
 	for waits := 0; ; waits++ {
 		sh.mu.Lock()
 		now := m.now()
@@ -135,11 +137,16 @@ func (m *retryMemory) claim(ctx context.Context, sdkKey, sessionID string, event
 			if m.onWait != nil {
 				m.onWait()
 			}
+			if waitCtx == ctx {
+				var cancel context.CancelFunc
+				waitCtx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
 			select {
 			case <-pending.done:
 				continue
-			case <-ctx.Done():
-				return nil, nil, ctx.Err()
+			case <-waitCtx.Done():
+				return nil, nil, waitCtx.Err()
 			}
 		}
 		c = &retryClaim{shard: sh, s: s}

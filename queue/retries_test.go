@@ -114,7 +114,7 @@ func TestRetryMemory(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newRetryMemory(time.Minute, 1_000_000)
 			for i, b := range tc.batches {
-				kept, c, err := m.claim(context.Background(), "secret-k", "session-1", retryEvents(b.events))
+				kept, c, err := m.claim(context.Background(), time.Minute, "secret-k", "session-1", retryEvents(b.events))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -130,7 +130,7 @@ func TestRetryMemory(t *testing.T) {
 func TestRetryMemoryKeepsSessionsApart(t *testing.T) {
 	m := newRetryMemory(time.Minute, 1_000_000)
 	send := func(key, session, events string) string {
-		kept, c, err := m.claim(context.Background(), key, session, retryEvents(events))
+		kept, c, err := m.claim(context.Background(), time.Minute, key, session, retryEvents(events))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,7 +154,7 @@ func TestRetryMemoryForgetsAfterTheWindow(t *testing.T) {
 	m := newRetryMemory(time.Minute, 1_000_000)
 	m.now = func() time.Time { return now }
 	claim := func(events string) string {
-		kept, c, err := m.claim(context.Background(), "secret-k", "s", retryEvents(events))
+		kept, c, err := m.claim(context.Background(), time.Minute, "secret-k", "s", retryEvents(events))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +185,7 @@ func TestRetryMemoryWaitsForABatchInFlight(t *testing.T) {
 			m := newRetryMemory(time.Minute, 1_000_000)
 			waiting := make(chan struct{}, 1)
 			m.onWait = func() { waiting <- struct{}{} }
-			_, first, err := m.claim(context.Background(), "secret-k", "s", retryEvents("a b"))
+			_, first, err := m.claim(context.Background(), time.Minute, "secret-k", "s", retryEvents("a b"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -195,7 +195,7 @@ func TestRetryMemoryWaitsForABatchInFlight(t *testing.T) {
 			}
 			done := make(chan result, 1)
 			go func() {
-				kept, c, err := m.claim(context.Background(), "secret-k", "s", retryEvents("x a b"))
+				kept, c, err := m.claim(context.Background(), time.Minute, "secret-k", "s", retryEvents("x a b"))
 				c.finish(err == nil)
 				done <- result{retryTags(kept), err}
 			}()
@@ -219,17 +219,34 @@ func TestRetryMemoryWaitsForABatchInFlight(t *testing.T) {
 	}
 }
 
-func TestRetryMemoryWaitEndsWithTheRequest(t *testing.T) {
-	m := newRetryMemory(time.Minute, 1_000_000)
-	ctx, cancel := context.WithCancel(context.Background())
-	m.onWait = cancel
-	_, first, err := m.claim(context.Background(), "secret-k", "s", retryEvents("a"))
-	if err != nil {
-		t.Fatal(err)
+// The wait for a batch in flight ends with the request, or after the publish timeout.
+func TestRetryMemoryWaitIsBounded(t *testing.T) {
+	tests := []struct {
+		name    string
+		timeout time.Duration
+		cancel  bool
+		want    error
+	}{
+		{"the client went away", time.Minute, true, context.Canceled},
+		{"the timeout passed", time.Millisecond, false, context.DeadlineExceeded},
 	}
-	defer first.finish(true)
-	if _, _, err := m.claim(ctx, "secret-k", "s", retryEvents("a")); !errors.Is(err, context.Canceled) {
-		t.Fatalf("claim = %v, want context.Canceled", err)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newRetryMemory(time.Minute, 1_000_000)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tc.cancel {
+				m.onWait = cancel
+			}
+			_, first, err := m.claim(context.Background(), time.Minute, "secret-k", "s", retryEvents("a"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer first.finish(true) // never before the second claim gives up
+			if _, _, err := m.claim(ctx, tc.timeout, "secret-k", "s", retryEvents("a")); !errors.Is(err, tc.want) {
+				t.Fatalf("claim = %v, want %v", err, tc.want)
+			}
+		})
 	}
 }
 
@@ -250,7 +267,7 @@ func TestRetryMemoryStaysWithinItsBudget(t *testing.T) {
 	m := newRetryMemory(time.Minute, 4*retryShards) // 4 events per shard
 	sessions := sessionsInOneShard(m, "secret-k", 2)
 	send := func(session, events string) string {
-		kept, c, err := m.claim(context.Background(), "secret-k", session, retryEvents(events))
+		kept, c, err := m.claim(context.Background(), time.Minute, "secret-k", session, retryEvents(events))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -327,7 +344,7 @@ func rebatchingSDK(t *testing.T, seed uint64, concurrent bool) (stored []int, tr
 		}
 		var requeue [][][]byte
 		for _, b := range queue {
-			kept, c, err := m.claim(context.Background(), "secret-k", "s", b)
+			kept, c, err := m.claim(context.Background(), time.Minute, "secret-k", "s", b)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -402,7 +419,7 @@ func BenchmarkRetryMemoryClaim(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				_, c, _ := m.claim(context.Background(), "secret-k", sessions[i%2], batches[i%len(batches)])
+				_, c, _ := m.claim(context.Background(), time.Minute, "secret-k", sessions[i%2], batches[i%len(batches)])
 				c.finish(true)
 			}
 		})
