@@ -40,7 +40,7 @@ func newPublisherMetrics(p *Publisher) publisherMetrics {
 		}, []string{"source"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_queue_events_published_total",
-			Help: "Events stored in the event stream, by producer (sdk or proxy).",
+			Help: "Events of batches JetStream acknowledged, by producer (sdk or proxy). A retry's events that JetStream recognised by message id count again; those sigedge_queue_retried_events_total counts do not.",
 		}, []string{"source"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sigedge_queue_duplicate_messages_total",
@@ -93,7 +93,7 @@ func (m *publisherMetrics) published(meta BatchMeta, res *Result, d time.Duratio
 	m.seconds.Observe(d.Seconds())
 	m.messages.Add(float64(res.Messages))
 	m.batches.WithLabelValues(meta.Source).Inc()
-	m.events.WithLabelValues(meta.Source).Add(float64(res.Events))
+	m.events.WithLabelValues(meta.Source).Add(float64(res.Events - res.Retried))
 	m.duplicates.Add(float64(res.Duplicates))
 	m.retried.Add(float64(res.Retried))
 	m.bodyBytes.WithLabelValues("json").Add(float64(res.BodyBytes))

@@ -263,6 +263,9 @@ func TestPublishRebatchedRetryIsStoredOnce(t *testing.T) {
 			if got := metrictest.Value(t, tj.reg, "sigedge_queue_retried_events_total", nil); got != tc.wantRetried {
 				t.Errorf("retried metric = %v, want %v", got, tc.wantRetried)
 			}
+			if got := metrictest.Value(t, tj.reg, "sigedge_queue_events_published_total", map[string]string{"source": "sdk"}); got != float64(tc.wantStored) {
+				t.Errorf("published events metric = %v, want %d", got, tc.wantStored)
+			}
 		})
 	}
 }
