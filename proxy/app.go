@@ -81,16 +81,20 @@ func NewApp(ctx context.Context, o AppOptions) (_ *App, err error) {
 	}
 
 	var urls []string
+	var inProcess nats.InProcessConnProvider
 	if a.cfg.NATS.Embedded {
 		a.embedded, err = natsutil.StartEmbedded(a.cfg.NATS, a.logger)
 		if err != nil {
 			return nil, err
 		}
 		urls = []string{a.embedded.ClientURL()}
+		// The proxy's own connection goes through memory; the forwarder and other clients use the
+		// URL.
+		inProcess = a.embedded
 		a.logger.Info("embedded JetStream started", "url", urls[0], "data_dir", a.cfg.NATS.DataDir)
 	}
 	a.nc, err = natsutil.Connect(ctx, a.cfg.NATS, natsutil.ConnectOptions{
-		Name: "sigedge-proxy", URLs: urls, Logger: a.logger,
+		Name: "sigedge-proxy", URLs: urls, Logger: a.logger, InProcess: inProcess,
 		OnStateChange: func(up bool) { a.connected.Store(up) },
 	})
 	if err != nil {

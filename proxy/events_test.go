@@ -472,6 +472,24 @@ func TestEventIntakeStoresARetriedBatchOnce(t *testing.T) {
 	}
 }
 
+// TestEventIntakeReachesItsEmbeddedServerInProcess: with the embedded server, the proxy's own
+// connection is an in-memory pipe, not TCP, and batches go through it; the server still listens on
+// its port for the forwarder.
+func TestEventIntakeReachesItsEmbeddedServerInProcess(t *testing.T) {
+	e := startIntake(t, intakeConfig(t))
+	if addr := e.app.nc.ConnectedAddr(); addr != "pipe" {
+		t.Fatalf("the proxy's NATS connection goes to %q, want the in-process pipe", addr)
+	}
+	plain, want := intakeBatch("inproc", 5)
+	if r := e.post("/v1/log_event", plain, "STATSIG-API-KEY", intakeServerKey); r.status != http.StatusAccepted {
+		t.Fatalf("%d %q", r.status, r.raw)
+	}
+	// e.messages reads the stream over TCP, through the URL the forwarder uses.
+	if got := eventsIn(t, e.messages()); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("stored %q, want %q", got, want)
+	}
+}
+
 // TestEventIntakeStoresConcurrentBatchesVerbatim posts distinct batches from several clients at once,
 // plain and compressed, so that request buffers are recycled while others are in use: every batch
 // must be stored once, byte for byte, under the id of its own events.

@@ -123,6 +123,11 @@ type ConnectOptions struct {
 	Logger *slog.Logger
 	// OnStateChange, if set, is called after every disconnect and reconnect (e.g. to update metrics).
 	OnStateChange func(connected bool)
+	// InProcess, when set (the embedded server), connects through memory instead of TCP: the URLs
+	// then only name the connection. A publish and its ack then skip the kernel's loopback, which
+	// cost the proxy a write each (bench/intakeload: 1-event batches 17-38 % faster, 100-event
+	// ones about a quarter).
+	InProcess nats.InProcessConnProvider
 }
 
 // Connect opens a connection to the configured servers. The first connection must succeed within
@@ -164,6 +169,9 @@ func Connect(ctx context.Context, cfg config.NATS, o ConnectOptions) (*nats.Conn
 			}
 			logger.Error("nats async error", "subject", subject, "err", err)
 		}),
+	}
+	if o.InProcess != nil {
+		opts = append(opts, nats.InProcessServer(o.InProcess))
 	}
 	if cfg.CredentialsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredentialsFile))
