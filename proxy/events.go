@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sigedge/sigedge/internal/config"
 	"github.com/sigedge/sigedge/internal/logutil"
@@ -32,6 +33,12 @@ import (
 // Malformed events inside an otherwise valid batch (not an object, no string eventName) are dropped
 // and counted (metric sigedge_events_rejected_total, and "dropped" in the response); the good events
 // beside them are stored. A batch none of whose events is valid is refused with 400.
+//
+// Memory is bounded by limits.max_in_flight_event_bytes: a request holds its share (the body as
+// received, then also decompressed) until it is answered. A request that finds the budget used up
+// waits for it in turn, up to nats.publish_timeout for waiting and storing together, and is
+// otherwise answered 503 (reason "overloaded"), so that a burst of large batches slows SDKs down
+// rather than taking the proxy past its memory limit.
 
 // retryAfterSeconds is what a 503 asks SDKs to wait (the official SDKs use their own backoff; this
 // is for other clients and load balancers).
@@ -46,6 +53,11 @@ type eventIntake struct {
 	bodies     *queue.BodyDecoder
 	logger     *slog.Logger
 	logs       logutil.Limiter
+
+	memory       *semaphore.Weighted // limits.max_in_flight_event_bytes
+	memoryWait   time.Duration       // nats.publish_timeout
+	bytesHeld    prometheus.Gauge
+	requestsWait prometheus.Gauge
 
 	requests      *prometheus.CounterVec
 	batchesOK     *prometheus.CounterVec
@@ -77,6 +89,16 @@ func newEventIntake(cfg config.Config, pub *queue.Publisher, bodies *queue.BodyD
 	in := &eventIntake{
 		limit: int64(cfg.Limits.MaxBodyBytes), allowed: map[string]bool{}, clientKeys: cfg.ClientKeys,
 		pub: pub, bodies: bodies, logger: logger, logs: logutil.Limiter{Every: 10 * time.Second},
+		memory:     semaphore.NewWeighted(int64(cfg.Limits.MaxInFlightEventBytes)),
+		memoryWait: cfg.NATS.PublishTimeout,
+		bytesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sigedge_event_bytes_in_flight",
+			Help: "Bytes of event request bodies held in memory (as received and decompressed), bounded by limits.max_in_flight_event_bytes.",
+		}),
+		requestsWait: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sigedge_event_requests_waiting",
+			Help: "Event requests waiting for room under limits.max_in_flight_event_bytes.",
+		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_event_requests_total",
 			Help: "Event intake requests by endpoint (log_event, rgstr) and HTTP status.",
@@ -87,7 +109,7 @@ func newEventIntake(cfg config.Config, pub *queue.Publisher, bodies *queue.BodyD
 		}, []string{"endpoint"}),
 		batchesRefuse: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_event_batches_rejected_total",
-			Help: "Event batches refused, by endpoint and reason (unauthorized, body_too_large, bad_body, unsupported_encoding, bad_encoding, invalid_json, invalid_batch, no_valid_events, unavailable, client_gone).",
+			Help: "Event batches refused, by endpoint and reason (unauthorized, body_too_large, bad_body, unsupported_encoding, bad_encoding, invalid_json, invalid_batch, no_valid_events, unavailable, overloaded, client_gone).",
 		}, []string{"endpoint", "reason"}),
 		eventsOK: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigedge_events_accepted_total",
@@ -105,12 +127,13 @@ func newEventIntake(cfg config.Config, pub *queue.Publisher, bodies *queue.BodyD
 		in.batchesOK.WithLabelValues(ep)
 		in.eventsOK.WithLabelValues(ep)
 		in.batchesRefuse.WithLabelValues(ep, "unavailable")
+		in.batchesRefuse.WithLabelValues(ep, "overloaded")
 	}
 	return in
 }
 
 func (in *eventIntake) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{in.requests, in.batchesOK, in.batchesRefuse, in.eventsOK, in.eventsRefuse} {
+	for _, c := range []prometheus.Collector{in.requests, in.batchesOK, in.batchesRefuse, in.eventsOK, in.eventsRefuse, in.bytesHeld, in.requestsWait} {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("event intake metrics: %w", err)
 		}
@@ -179,6 +202,18 @@ func (in *eventIntake) handler(endpoint string) http.HandlerFunc {
 				fmt.Sprintf("body of %d bytes exceeds the limit of %d (limits.max_body_bytes)", r.ContentLength, in.limit), nil)
 			return
 		}
+		// Room for the body before reading it: its length, or the largest a body may be when the
+		// client does not say (chunked); the unused rest goes back once it is read.
+		share := memoryShare{in: in, ctx: r.Context()}
+		defer share.release()
+		want := r.ContentLength
+		if want <= 0 {
+			want = in.limit
+		}
+		if !share.take(want) {
+			in.overloaded(req)
+			return
+		}
 		// Buffers are recycled once the batch is stored (or refused before publishing): after a
 		// failed publish nats.go may still hold the data for a retry, so they are left to the GC.
 		raw, plain := getBuffer(), getBuffer()
@@ -198,9 +233,18 @@ func (in *eventIntake) handler(endpoint string) http.HandlerFunc {
 			return
 		}
 
+		share.giveBack(want - int64(raw.Len()))
+
 		data, err := in.bodies.DecompressInto(plain, r.Header.Get("Content-Encoding"), raw.Bytes())
 		if err == nil && q.Get("se") == "1" {
 			data, err = queue.DecodeStatsigEncoded(data)
+		}
+		// A decoded body is held beside the raw one until the answer. (Decoding itself may briefly
+		// hold up to limits.max_body_bytes more per request than is counted.)
+		if err == nil && plain.Len() > 0 && !share.take(int64(plain.Len())) {
+			recycle()
+			in.overloaded(req)
+			return
 		}
 		b := getBatch()
 		defer putBatch(b) // Publish keeps nothing of it
@@ -240,8 +284,9 @@ func (in *eventIntake) handler(endpoint string) http.HandlerFunc {
 			meta.SDKType, meta.SDKVersion = firstNonEmpty(meta.SDKType, t), firstNonEmpty(meta.SDKVersion, v)
 		}
 		req.sdkType = meta.SDKType
-		// The request's context ends if the SDK gives up; the publisher adds its own timeout.
-		res, err := in.pub.Publish(r.Context(), key, meta, b)
+		// The request's context ends if the SDK gives up; the publisher adds its own timeout (which
+		// the share's context shortens if the request waited for memory).
+		res, err := in.pub.Publish(share.ctx, key, meta, b)
 		req.countDropped(&res.Dropped)
 		switch {
 		case errors.Is(err, queue.ErrTooLarge):
@@ -269,6 +314,60 @@ func (in *eventIntake) handler(endpoint string) http.HandlerFunc {
 		}
 		body, _ := json.Marshal(map[string]any{"success": true, "dropped": dropped.Total(), "dropped_reasons": dropped.Map()})
 		req.reply(http.StatusAccepted, append(body, '\n'))
+	}
+}
+
+// overloaded refuses a request that found no room under limits.max_in_flight_event_bytes in time.
+func (in *eventIntake) overloaded(req *intakeRequest) {
+	req.w.Header().Set("Retry-After", retryAfterSeconds)
+	req.refuse(http.StatusServiceUnavailable, "overloaded",
+		"the proxy holds as many event bodies as limits.max_in_flight_event_bytes allows; retry later", nil)
+}
+
+// memoryShare is one request's part of limits.max_in_flight_event_bytes.
+type memoryShare struct {
+	in     *eventIntake
+	ctx    context.Context // the request's; once it had to wait, bounded by nats.publish_timeout
+	cancel context.CancelFunc
+	held   int64
+}
+
+// take adds n bytes to the share. When the budget has no room it waits in turn (FIFO, so a large
+// body is not starved by small ones), within the share's deadline; false means it gave up.
+func (m *memoryShare) take(n int64) bool {
+	if n <= 0 {
+		return true
+	}
+	if !m.in.memory.TryAcquire(n) {
+		if m.cancel == nil {
+			m.ctx, m.cancel = context.WithTimeout(m.ctx, m.in.memoryWait)
+		}
+		m.in.requestsWait.Inc()
+		err := m.in.memory.Acquire(m.ctx, n)
+		m.in.requestsWait.Dec()
+		if err != nil {
+			return false
+		}
+	}
+	m.held += n
+	m.in.bytesHeld.Add(float64(n))
+	return true
+}
+
+// giveBack returns up to n bytes of the share.
+func (m *memoryShare) giveBack(n int64) {
+	if n = min(n, m.held); n > 0 {
+		m.in.memory.Release(n)
+		m.held -= n
+		m.in.bytesHeld.Sub(float64(n))
+	}
+}
+
+// release returns the whole share once the request is answered.
+func (m *memoryShare) release() {
+	m.giveBack(m.held)
+	if m.cancel != nil {
+		m.cancel()
 	}
 }
 

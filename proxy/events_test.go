@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -487,6 +488,152 @@ func TestEventIntakeReachesItsEmbeddedServerInProcess(t *testing.T) {
 	// e.messages reads the stream over TCP, through the URL the forwarder uses.
 	if got := eventsIn(t, e.messages()); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("stored %q, want %q", got, want)
+	}
+}
+
+// TestEventIntakeBoundsBodiesInFlight fills limits.max_in_flight_event_bytes with requests held
+// mid-body (a chunked body is given room for the largest one until it is read): another request
+// waits for room, and is stored once the held ones finish, or gets 503 when they do not within the
+// publish timeout. A compressed body needs room for its decompressed size too.
+func TestEventIntakeBoundsBodiesInFlight(t *testing.T) {
+	// About 7.5 KiB of JSON: it fits limits.max_body_bytes (8 KiB) but not beside another body.
+	large, _ := intakeBatch("large", 1)
+	for n := 2; len(large) < 7*1024+512; n++ {
+		large, _ = intakeBatch("large", n)
+	}
+	small, _ := intakeBatch("small", 3)
+	tests := []struct {
+		name   string
+		held   int    // requests held mid-body, 8 KiB each
+		body   []byte // what the other request sends
+		coding string
+		finish bool // the held requests finish while it waits
+	}{
+		{"full, room frees up", 2, small, "", true},
+		{"full, no room in time", 2, small, "", false},
+		{"room for the gzip body, not for it decompressed", 1, large, "gzip", false},
+		{"gzip body waits for room to decompress", 1, large, "gzip", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := intakeConfig(t)
+			cfg.Limits.MaxBodyBytes = 8 * config.KiB
+			cfg.Limits.MaxInFlightEventBytes = 16 * config.KiB
+			cfg.NATS.PublishTimeout = time.Second
+			e := startIntake(t, cfg)
+
+			var held []*slowPost
+			for i := range tc.held {
+				held = append(held, e.postSlowly(t, fmt.Sprint("held", i)))
+			}
+			e.awaitMetric(t, "sigedge_event_bytes_in_flight", float64(tc.held*8*1024))
+			other := make(chan intakeReply, 1)
+			body := tc.body
+			if tc.coding != "" {
+				body = encodeBody(t, tc.coding, body)
+			}
+			go func() {
+				req, _ := http.NewRequest(http.MethodPost, e.base+"/v1/log_event", bytes.NewReader(body))
+				req.Header.Set(wire.HeaderAPIKey, intakeServerKey)
+				if tc.coding != "" {
+					req.Header.Set("Content-Encoding", tc.coding)
+				}
+				other <- doQuietly(req)
+			}()
+			if tc.finish {
+				e.awaitMetric(t, "sigedge_event_requests_waiting", 1)
+			} else {
+				r := <-other
+				if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" ||
+					!strings.Contains(r.raw, "max_in_flight_event_bytes") {
+					t.Fatalf("a request without room: %d %q, Retry-After %q; want 503 naming the limit", r.status, r.raw, r.header.Get("Retry-After"))
+				}
+				if n := e.metricValue("sigedge_event_batches_rejected_total", map[string]string{"endpoint": "log_event", "reason": "overloaded"}); n != 1 {
+					t.Errorf("overloaded batches %v, want 1", n)
+				}
+			}
+			for _, h := range held {
+				if r := h.finish(); r.status != http.StatusAccepted {
+					t.Fatalf("held request %s: %d %q", h.tag, r.status, r.raw)
+				}
+			}
+			want := tc.held
+			if tc.finish {
+				if r := <-other; r.status != http.StatusAccepted {
+					t.Fatalf("the waiting request: %d %q, want 202 once there was room", r.status, r.raw)
+				}
+				want++
+			}
+			if msgs := e.messages(); len(msgs) != want {
+				t.Errorf("%d batches stored, want %d", len(msgs), want)
+			}
+			for _, m := range []string{"sigedge_event_bytes_in_flight", "sigedge_event_requests_waiting"} {
+				if v := e.metricValue(m, nil); v != 0 {
+					t.Errorf("%s = %v after every request was answered", m, v)
+				}
+			}
+		})
+	}
+}
+
+// slowPost is a log_event request whose body (chunked, of no declared length) is sent in two parts.
+type slowPost struct {
+	tag   string
+	rest  []byte
+	pipe  *io.PipeWriter
+	reply chan intakeReply
+}
+
+// postSlowly starts a request and sends the first part of its body.
+func (e *intakeEnv) postSlowly(t *testing.T, tag string) *slowPost {
+	t.Helper()
+	body, _ := intakeBatch(tag, 3)
+	pr, pw := io.Pipe()
+	req, err := http.NewRequest(http.MethodPost, e.base+"/v1/log_event", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(wire.HeaderAPIKey, intakeServerKey)
+	s := &slowPost{tag: tag, rest: body[10:], pipe: pw, reply: make(chan intakeReply, 1)}
+	go func() { s.reply <- doQuietly(req) }()
+	if _, err := pw.Write(body[:10]); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pw.CloseWithError(errors.New("test over")) })
+	return s
+}
+
+// finish sends the rest of the body and returns the reply.
+func (s *slowPost) finish() intakeReply {
+	go func() {
+		_, _ = s.pipe.Write(s.rest)
+		_ = s.pipe.Close()
+	}()
+	return <-s.reply
+}
+
+// doQuietly is intakeEnv.do for other goroutines: failures come back as status 0.
+func doQuietly(req *http.Request) intakeReply {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return intakeReply{raw: err.Error()}
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return intakeReply{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+}
+
+// awaitMetric waits, for at most 10 s, until name (without labels) is want.
+func (e *intakeEnv) awaitMetric(t *testing.T, name string, want float64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		got := e.metricValue(name, nil)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %v", name, got, want)
+		}
 	}
 }
 

@@ -312,6 +312,9 @@ func (p Placement) Empty() bool { return p.Cluster == "" && len(p.Tags) == 0 }
 type Limits struct {
 	// MaxBodyBytes bounds a request body, compressed and after decompression.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// MaxInFlightEventBytes bounds the event request bodies (as received, and decompressed) held in
+	// memory at once. A request over it waits up to nats.publish_timeout, then gets 503.
+	MaxInFlightEventBytes ByteSize `yaml:"max_in_flight_event_bytes"`
 	// MaxSDKKeys bounds the number of server keys cached at once (least recently used are evicted).
 	MaxSDKKeys int `yaml:"max_sdk_keys"`
 	// MaxUserBytes bounds the user object of an evaluation request.
@@ -385,7 +388,7 @@ func Default() Config {
 				Compression:      CompressionS2,
 			},
 		},
-		Limits: Limits{MaxBodyBytes: 10 * MiB, MaxSDKKeys: 1000, MaxUserBytes: 64 * KiB},
+		Limits: Limits{MaxBodyBytes: 10 * MiB, MaxInFlightEventBytes: 256 * MiB, MaxSDKKeys: 1000, MaxUserBytes: 64 * KiB},
 	}
 }
 

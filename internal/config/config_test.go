@@ -83,6 +83,7 @@ func TestParseErrorsNameTheProblem(t *testing.T) {
 		{"offline bad key", "rulesets:\n  offline:\n    - sdk_key: client-x\n      file: /dev/null\n", []string{"rulesets.offline[0].sdk_key"}},
 		{"bad size", "limits:\n  max_body_bytes: lots\n", []string{"invalid YAML", "not a size"}},
 		{"tiny body limit", "limits:\n  max_body_bytes: 10\n", []string{"limits.max_body_bytes"}},
+		{"in-flight below two bodies", "limits:\n  max_in_flight_event_bytes: 15MiB\n", []string{"limits.max_in_flight_event_bytes", "twice limits.max_body_bytes (10MiB)"}},
 		{"ack wait vs timeout", "forwarder:\n  ack_wait: 10s\n  request_timeout: 30s\n", []string{"forwarder.ack_wait"}},
 		{"forwarder concurrency", "forwarder:\n  concurrency: 0\n", []string{"forwarder.concurrency", "1..1024"}},
 		{"forwarder max ack pending", "forwarder:\n  max_ack_pending: -1\n", []string{"forwarder.max_ack_pending", "positive"}},

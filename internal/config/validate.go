@@ -307,6 +307,11 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxBodyBytes < 1024 {
 		bad("limits.max_body_bytes", "must be at least 1KiB, got %s", c.Limits.MaxBodyBytes)
 	}
+	if c.Limits.MaxInFlightEventBytes < 2*c.Limits.MaxBodyBytes {
+		// One request may hold a body of the largest size as received and again decompressed.
+		bad("limits.max_in_flight_event_bytes", "must be at least twice limits.max_body_bytes (%s), got %s",
+			c.Limits.MaxBodyBytes, c.Limits.MaxInFlightEventBytes)
+	}
 	if c.Limits.MaxSDKKeys <= 0 {
 		bad("limits.max_sdk_keys", "must be positive, got %d", c.Limits.MaxSDKKeys)
 	}
