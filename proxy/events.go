@@ -317,8 +317,13 @@ func (in *eventIntake) handler(endpoint string) http.HandlerFunc {
 	}
 }
 
-// overloaded refuses a request that found no room under limits.max_in_flight_event_bytes in time.
+// overloaded refuses a request that found no room under limits.max_in_flight_event_bytes in time
+// (or whose client left while it waited).
 func (in *eventIntake) overloaded(req *intakeRequest) {
+	if req.r.Context().Err() != nil {
+		req.refuse(499, "client_gone", "the client closed the request while it waited for room", nil)
+		return
+	}
 	req.w.Header().Set("Retry-After", retryAfterSeconds)
 	req.refuse(http.StatusServiceUnavailable, "overloaded",
 		"the proxy holds as many event bodies as limits.max_in_flight_event_bytes allows; retry later", nil)

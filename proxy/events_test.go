@@ -494,7 +494,8 @@ func TestEventIntakeReachesItsEmbeddedServerInProcess(t *testing.T) {
 // TestEventIntakeBoundsBodiesInFlight fills limits.max_in_flight_event_bytes with requests held
 // mid-body (a chunked body is given room for the largest one until it is read): another request
 // waits for room, and is stored once the held ones finish, or gets 503 when they do not within the
-// publish timeout. A compressed body needs room for its decompressed size too.
+// publish timeout, or is counted as client_gone when its client leaves. A compressed body needs
+// room for its decompressed size too.
 func TestEventIntakeBoundsBodiesInFlight(t *testing.T) {
 	// About 7.5 KiB of JSON: it fits limits.max_body_bytes (8 KiB) but not beside another body.
 	large, _ := intakeBatch("large", 1)
@@ -508,11 +509,14 @@ func TestEventIntakeBoundsBodiesInFlight(t *testing.T) {
 		body   []byte // what the other request sends
 		coding string
 		finish bool // the held requests finish while it waits
+		leave  bool // its client gives up while it waits
 	}{
-		{"full, room frees up", 2, small, "", true},
-		{"full, no room in time", 2, small, "", false},
-		{"room for the gzip body, not for it decompressed", 1, large, "gzip", false},
-		{"gzip body waits for room to decompress", 1, large, "gzip", true},
+		{"full, room frees up", 2, small, "", true, false},
+		{"full, no room in time", 2, small, "", false, false},
+		{"room for the gzip body, not for it decompressed", 1, large, "gzip", false, false},
+		{"gzip body waits for room to decompress", 1, large, "gzip", true, false},
+		// Read in full, its body lets net/http see the client leave (an unread one does not).
+		{"gzip body waits for room to decompress, the client leaves", 1, large, "gzip", false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -526,23 +530,31 @@ func TestEventIntakeBoundsBodiesInFlight(t *testing.T) {
 			for i := range tc.held {
 				held = append(held, e.postSlowly(t, fmt.Sprint("held", i)))
 			}
-			e.awaitMetric(t, "sigedge_event_bytes_in_flight", float64(tc.held*8*1024))
+			e.awaitMetric(t, "sigedge_event_bytes_in_flight", nil, float64(tc.held*8*1024))
+			ctx, leave := context.WithCancel(context.Background())
+			defer leave()
 			other := make(chan intakeReply, 1)
 			body := tc.body
 			if tc.coding != "" {
 				body = encodeBody(t, tc.coding, body)
 			}
 			go func() {
-				req, _ := http.NewRequest(http.MethodPost, e.base+"/v1/log_event", bytes.NewReader(body))
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.base+"/v1/log_event", bytes.NewReader(body))
 				req.Header.Set(wire.HeaderAPIKey, intakeServerKey)
 				if tc.coding != "" {
 					req.Header.Set("Content-Encoding", tc.coding)
 				}
 				other <- doQuietly(req)
 			}()
-			if tc.finish {
-				e.awaitMetric(t, "sigedge_event_requests_waiting", 1)
-			} else {
+			switch {
+			case tc.finish:
+				e.awaitMetric(t, "sigedge_event_requests_waiting", nil, 1)
+			case tc.leave:
+				e.awaitMetric(t, "sigedge_event_requests_waiting", nil, 1)
+				leave()
+				<-other
+				e.awaitMetric(t, "sigedge_event_batches_rejected_total", map[string]string{"endpoint": "log_event", "reason": "client_gone"}, 1)
+			default:
 				r := <-other
 				if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" ||
 					!strings.Contains(r.raw, "max_in_flight_event_bytes") {
@@ -623,11 +635,11 @@ func doQuietly(req *http.Request) intakeReply {
 	return intakeReply{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
 }
 
-// awaitMetric waits, for at most 10 s, until name (without labels) is want.
-func (e *intakeEnv) awaitMetric(t *testing.T, name string, want float64) {
+// awaitMetric waits, for at most 10 s, until name{labels} is want.
+func (e *intakeEnv) awaitMetric(t *testing.T, name string, labels map[string]string, want float64) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		got := e.metricValue(name, nil)
+		got := e.metricValue(name, labels)
 		if got == want {
 			return
 		}
