@@ -497,10 +497,14 @@ func TestEventIntakeReachesItsEmbeddedServerInProcess(t *testing.T) {
 // publish timeout, or is counted as client_gone when its client leaves. A compressed body needs
 // room for its decompressed size too.
 func TestEventIntakeBoundsBodiesInFlight(t *testing.T) {
-	// About 7.5 KiB of JSON: it fits limits.max_body_bytes (8 KiB) but not beside another body.
+	// Just under limits.max_body_bytes (8 KiB) of JSON: alone it fits, beside a held body it does not.
 	large, _ := intakeBatch("large", 1)
-	for n := 2; len(large) < 7*1024+512; n++ {
-		large, _ = intakeBatch("large", n)
+	for n := 2; ; n++ {
+		next, _ := intakeBatch("large", n)
+		if len(next) > 8*1024 {
+			break
+		}
+		large = next
 	}
 	small, _ := intakeBatch("small", 3)
 	tests := []struct {
@@ -537,6 +541,9 @@ func TestEventIntakeBoundsBodiesInFlight(t *testing.T) {
 			body := tc.body
 			if tc.coding != "" {
 				body = encodeBody(t, tc.coding, body)
+				if room := 16*1024 - tc.held*8*1024; len(body) > room || len(body)+len(tc.body) <= room {
+					t.Fatalf("the %d-byte body (%d decompressed) must fit the %d bytes left only as received", len(body), len(tc.body), room)
+				}
 			}
 			go func() {
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.base+"/v1/log_event", bytes.NewReader(body))
