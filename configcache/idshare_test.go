@@ -358,7 +358,7 @@ func TestFollowerPollsIDListsItselfWhileNATSIsDown(t *testing.T) {
 	key := "secret-idnats"
 	up.SetSpec(key, spec(1000, true))
 	up.SetIDList(key, "vips", []byte(idLine("u1")), "vips-1", 1000)
-	srv, err := natsutil.StartEmbedded(config.NATS{DataDir: t.TempDir(), Host: "127.0.0.1", Port: 0}, nil)
+	srv, err := natsutil.StartEmbedded(context.Background(), config.NATS{DataDir: t.TempDir(), Host: "127.0.0.1", Port: 0}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 // client connection to it (each proxy has its own).
 func testJetStream(t *testing.T) func() (jetstream.JetStream, int) {
 	t.Helper()
-	srv, err := natsutil.StartEmbedded(config.NATS{DataDir: t.TempDir(), Host: "127.0.0.1", Port: 0}, nil)
+	srv, err := natsutil.StartEmbedded(context.Background(), config.NATS{DataDir: t.TempDir(), Host: "127.0.0.1", Port: 0}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

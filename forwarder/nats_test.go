@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -60,7 +61,7 @@ func TestReadinessWhileNATSIsDown(t *testing.T) {
 	ncfg := config.Default().NATS
 	ncfg.DataDir, ncfg.Port = t.TempDir(), ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	srv, err := natsutil.StartEmbedded(ncfg, nil)
+	srv, err := natsutil.StartEmbedded(context.Background(), ncfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestReadinessWhileNATSIsDown(t *testing.T) {
 		t.Errorf("/readyz with NATS down: %d %s, want 503 saying NATS is not connected", st, body)
 	}
 
-	srv, err = natsutil.StartEmbedded(ncfg, nil)
+	srv, err = natsutil.StartEmbedded(context.Background(), ncfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

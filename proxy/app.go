@@ -83,7 +83,7 @@ func NewApp(ctx context.Context, o AppOptions) (_ *App, err error) {
 	var urls []string
 	var inProcess nats.InProcessConnProvider
 	if a.cfg.NATS.Embedded {
-		a.embedded, err = natsutil.StartEmbedded(a.cfg.NATS, a.logger)
+		a.embedded, err = natsutil.StartEmbedded(ctx, a.cfg.NATS, a.logger)
 		if err != nil {
 			return nil, err
 		}

@@ -454,7 +454,7 @@ func TestTwoProxiesShareOneRegion(t *testing.T) {
 	key := "secret-region"
 	up.SetSpec(key, configcachetest.Spec{Time: 1000, Gates: []configcachetest.Gate{{Name: "g", Pass: true}}})
 	// A JetStream server of its own, so either proxy can stop without taking the bucket along.
-	srv, err := natsutil.StartEmbedded(config.NATS{DataDir: t.TempDir(), Host: "127.0.0.1", Port: 0}, nil)
+	srv, err := natsutil.StartEmbedded(context.Background(), config.NATS{DataDir: t.TempDir(), Host: "127.0.0.1", Port: 0}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func StartJetStream(t testing.TB) (string, jetstream.JetStream) {
 	cfg := config.Default().NATS
 	cfg.DataDir = t.TempDir()
 	cfg.Port = 0
-	srv, err := natsutil.StartEmbedded(cfg, nil)
+	srv, err := natsutil.StartEmbedded(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,8 +78,9 @@ func (c *Cluster) start(i int) {
 		c.t.Fatalf("natstest: node %d: %v", i+1, err)
 	}
 	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		c.t.Fatalf("natstest: node %d not ready", i+1)
+	// A restarted node re-reads its JetStream files before it listens: slow on a loaded machine.
+	if !s.ReadyForConnections(30 * time.Second) {
+		c.t.Fatalf("natstest: node %d not ready within 30s", i+1)
 	}
 	c.nodes[i] = s
 }

@@ -26,7 +26,12 @@ const EmbeddedMaxPayload = 8 << 20
 
 // StartEmbedded starts a single JetStream server as configured by cfg (nats.embedded), with its files
 // under cfg.DataDir, and waits until it accepts connections. Stop it with Shutdown.
-func StartEmbedded(cfg config.NATS, logger *slog.Logger) (*server.Server, error) {
+//
+// JetStream reads its files before the server listens, which after an unclean stop with a large
+// backlog can take a while: StartEmbedded waits as long as that takes, saying so in the log every
+// embeddedProgress, and fails at once when the server reports a fatal error (its port in use,
+// JetStream unable to start) or when ctx ends.
+func StartEmbedded(ctx context.Context, cfg config.NATS, logger *slog.Logger) (*server.Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("embedded nats: data dir: %w", err)
 	}
@@ -47,20 +52,43 @@ func StartEmbedded(cfg config.NATS, logger *slog.Logger) (*server.Server, error)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	if logger != nil {
-		srv.SetLoggerV2(&slogAdapter{l: logger.With("component", "nats-server")}, false, false, false)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
+	fatal := make(chan string, 1)
+	srv.SetLoggerV2(&slogAdapter{l: logger.With("component", "nats-server"), fatal: fatal}, false, false, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		return nil, fmt.Errorf("embedded nats: not ready after 10s (is %s already in use?)", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
+	started := time.Now()
+	for {
+		select {
+		case msg := <-fatal:
+			Shutdown(srv)
+			return nil, fmt.Errorf("embedded nats: %s (%s, data dir %s)", msg, net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)), cfg.DataDir)
+		case <-ctx.Done():
+			Shutdown(srv)
+			return nil, fmt.Errorf("embedded nats: not ready after %s: %w", time.Since(started).Round(time.Second), ctx.Err())
+		default:
+		}
+		if srv.ReadyForConnections(embeddedPoll) {
+			break
+		}
+		if waited := time.Since(started); waited/embeddedProgress != (waited-embeddedPoll)/embeddedProgress {
+			logger.Info("embedded JetStream still starting: recovering its streams from disk", "waited", waited.Round(time.Second).String(), "data_dir", cfg.DataDir)
+		}
 	}
 	if !srv.JetStreamEnabled() {
-		srv.Shutdown()
+		Shutdown(srv)
 		return nil, errors.New("embedded nats: JetStream did not start (check nats.data_dir is writable)")
 	}
 	return srv, nil
 }
+
+const (
+	// embeddedPoll is how often StartEmbedded checks for a fatal error or the end of its context.
+	embeddedPoll = 250 * time.Millisecond
+	// embeddedProgress is how often a slow start is logged.
+	embeddedProgress = 10 * time.Second
+)
 
 // Shutdown stops an embedded server and waits until it has written its files.
 func Shutdown(srv *server.Server) {
@@ -238,12 +266,23 @@ func joinURLs(urls []string) string {
 	return out
 }
 
-// slogAdapter sends nats-server's log lines to slog.
-type slogAdapter struct{ l *slog.Logger }
+// slogAdapter sends nats-server's log lines to slog, and its first fatal error to fatal.
+type slogAdapter struct {
+	l     *slog.Logger
+	fatal chan<- string // buffered; later fatal errors are only logged
+}
 
 func (a *slogAdapter) Noticef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+
+func (a *slogAdapter) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	a.l.Error(msg)
+	select {
+	case a.fatal <- msg:
+	default:
+	}
+}

@@ -27,7 +27,7 @@ func TestEmbeddedJetStreamIsUsable(t *testing.T) {
 	defer cancel()
 
 	roundTrip := func(publish bool) string {
-		srv, err := StartEmbedded(cfg, nil)
+		srv, err := StartEmbedded(context.Background(), cfg, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,5 +106,42 @@ func TestServerURLs(t *testing.T) {
 	cfg.URLs = []string{"nats://a:1", "nats://b:2"}
 	if got := ServerURLs(cfg); len(got) != 2 {
 		t.Errorf("cluster: %v", got)
+	}
+}
+
+// TestStartEmbeddedReportsFatalErrors: a server that cannot start (here: its port is taken) fails
+// StartEmbedded with the server's own reason, not after a wait with a guess.
+func TestStartEmbeddedReportsFatalErrors(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { taken.Close() })
+	cfg := embeddedConfig(t)
+	cfg.Host, cfg.Port = "127.0.0.1", taken.Addr().(*net.TCPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := StartEmbedded(ctx, cfg, nil)
+	if err == nil {
+		Shutdown(srv)
+		t.Fatal("started on a port in use")
+	}
+	if ctx.Err() != nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Fatalf("err = %v, want the server's reason (address already in use) and the address", err)
+	}
+}
+
+// TestStartEmbeddedStopsWithItsContext: a caller that gives up (the binary told to stop while the
+// server recovers its streams) gets the context's error.
+func TestStartEmbeddedStopsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	srv, err := StartEmbedded(ctx, embeddedConfig(t), nil)
+	if err == nil {
+		Shutdown(srv)
+		t.Fatal("started although its context had ended")
+	}
+	if !strings.Contains(err.Error(), "context canceled") {
+		t.Fatalf("err = %v, want the context's", err)
 	}
 }
