@@ -29,8 +29,9 @@ const EmbeddedMaxPayload = 8 << 20
 //
 // JetStream reads its files before the server listens, which after an unclean stop with a large
 // backlog can take a while: StartEmbedded waits as long as that takes, saying so in the log every
-// embeddedProgress, and fails at once when the server reports a fatal error (its port in use,
-// JetStream unable to start) or when ctx ends.
+// embeddedProgress. It fails when the server reports a fatal error (its port in use, JetStream
+// unable to start) or when ctx ends, once the server has stopped again: if ctx ends during that
+// recovery, after the recovery.
 func StartEmbedded(ctx context.Context, cfg config.NATS, logger *slog.Logger) (*server.Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("embedded nats: data dir: %w", err)
@@ -57,15 +58,25 @@ func StartEmbedded(ctx context.Context, cfg config.NATS, logger *slog.Logger) (*
 	}
 	fatal := make(chan string, 1)
 	srv.SetLoggerV2(&slogAdapter{l: logger.With("component", "nats-server"), fatal: fatal}, false, false, false)
-	go srv.Start()
+	startDone := make(chan struct{})
+	go func() {
+		defer close(startDone)
+		srv.Start()
+	}()
+	// stop shuts the server down once Start has returned: a Shutdown before would miss what Start
+	// sets up after it (Shutdown runs once), leaving JetStream's files open.
+	stop := func() {
+		<-startDone
+		Shutdown(srv)
+	}
 	started := time.Now()
 	for {
 		select {
 		case msg := <-fatal:
-			Shutdown(srv)
+			stop()
 			return nil, fmt.Errorf("embedded nats: %s (%s, data dir %s)", msg, net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)), cfg.DataDir)
 		case <-ctx.Done():
-			Shutdown(srv)
+			stop()
 			return nil, fmt.Errorf("embedded nats: not ready after %s: %w", time.Since(started).Round(time.Second), ctx.Err())
 		default:
 		}
@@ -77,7 +88,7 @@ func StartEmbedded(ctx context.Context, cfg config.NATS, logger *slog.Logger) (*
 		}
 	}
 	if !srv.JetStreamEnabled() {
-		Shutdown(srv)
+		stop()
 		return nil, errors.New("embedded nats: JetStream did not start (check nats.data_dir is writable)")
 	}
 	return srv, nil
