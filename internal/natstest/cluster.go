@@ -142,27 +142,49 @@ func (c *Cluster) ConsumerLeader(account, stream, name string) int {
 	return -1
 }
 
-// WaitReady waits until a client can use JetStream on the cluster (a meta leader is elected).
+// WaitReady waits until a client can use JetStream on the cluster and the meta leader can place a
+// stream on every node. A leader is elected before it has heard every peer's tags and storage: a
+// placement then fails with "no suitable peers" (seen on a loaded machine).
 func (c *Cluster) WaitReady(timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		nc, err := nats.Connect(c.URL(), nats.Timeout(time.Second))
-		if err == nil {
-			js, _ := jetstream.New(nc)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, err = js.AccountInfo(ctx)
-			cancel()
-			nc.Close()
-			if err == nil {
-				return
-			}
+		if last = c.placeOnEveryNode(); last == nil {
+			return
 		}
-		last = err
 		time.Sleep(100 * time.Millisecond)
 	}
 	c.t.Fatalf("natstest: JetStream not ready within %s: %v", timeout, last)
+}
+
+// placeOnEveryNode creates and deletes a one-replica stream tagged for each node in turn.
+func (c *Cluster) placeOnEveryNode() error {
+	nc, err := nats.Connect(c.URL(), nats.Timeout(time.Second))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for i := range c.opts {
+		name := fmt.Sprintf("NATSTEST_READY_%d", i+1)
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: name, Subjects: []string{fmt.Sprintf("natstest.ready.%d", i+1)}, Storage: jetstream.MemoryStorage,
+			Placement: &jetstream.Placement{Tags: []string{NodeTag(i)}},
+		})
+		if err != nil {
+			return fmt.Errorf("placing a stream on node %d: %w", i+1, err)
+		}
+		if err := js.DeleteStream(ctx, name); err != nil {
+			return fmt.Errorf("deleting the probe stream of node %d: %w", i+1, err)
+		}
+	}
+	return nil
 }
 
 // freePorts reserves n distinct loopback ports. They are released before the servers bind them;
