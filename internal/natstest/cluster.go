@@ -144,7 +144,8 @@ func (c *Cluster) ConsumerLeader(account, stream, name string) int {
 
 // WaitReady waits until a client can use JetStream on the cluster and the meta leader can place a
 // stream on every node. A leader is elected before it has heard every peer's tags and storage: a
-// placement then fails with "no suitable peers" (seen on a loaded machine).
+// placement then fails with "no suitable peers" (seen on a loaded machine). Every node must be
+// running.
 func (c *Cluster) WaitReady(timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
