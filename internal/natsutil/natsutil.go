@@ -70,6 +70,7 @@ func StartEmbedded(ctx context.Context, cfg config.NATS, logger *slog.Logger) (*
 		Shutdown(srv)
 	}
 	started := time.Now()
+	lastLog := started
 	for {
 		select {
 		case msg := <-fatal:
@@ -83,8 +84,9 @@ func StartEmbedded(ctx context.Context, cfg config.NATS, logger *slog.Logger) (*
 		if srv.ReadyForConnections(embeddedPoll) {
 			break
 		}
-		if waited := time.Since(started); waited/embeddedProgress != (waited-embeddedPoll)/embeddedProgress {
-			logger.Info("embedded JetStream still starting: recovering its streams from disk", "waited", waited.Round(time.Second).String(), "data_dir", cfg.DataDir)
+		if now := time.Now(); now.Sub(lastLog) >= embeddedProgress {
+			lastLog = now
+			logger.Info("embedded JetStream still starting: recovering its streams from disk", "waited", now.Sub(started).Round(time.Second).String(), "data_dir", cfg.DataDir)
 		}
 	}
 	if !srv.JetStreamEnabled() {
