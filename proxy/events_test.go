@@ -149,15 +149,12 @@ func (e *intakeEnv) post(path string, body []byte, headers ...string) intakeRepl
 
 func (e *intakeEnv) do(req *http.Request) intakeReply {
 	e.t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
+	r := doQuietly(req)
+	if r.status == 0 {
+		e.t.Fatal(r.raw)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	r := intakeReply{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
-	if err := json.Unmarshal(raw, &r.body); err != nil && resp.StatusCode != http.StatusNoContent {
-		e.t.Fatalf("%s %s: %d reply is not JSON: %q", req.Method, req.URL.Path, resp.StatusCode, raw)
+	if err := json.Unmarshal([]byte(r.raw), &r.body); err != nil && r.status != http.StatusNoContent {
+		e.t.Fatalf("%s %s: %d reply is not JSON: %q", req.Method, req.URL.Path, r.status, r.raw)
 	}
 	return r
 }
@@ -631,7 +628,8 @@ func (s *slowPost) finish() intakeReply {
 	return <-s.reply
 }
 
-// doQuietly is intakeEnv.do for other goroutines: failures come back as status 0.
+// doQuietly sends req and reads the reply, without a testing.T (for other goroutines): a failed
+// request comes back as status 0 with the error in raw. intakeEnv.do is it, checked.
 func doQuietly(req *http.Request) intakeReply {
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
